@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/internal/identity"
+	"github.com/rendezvous-p2p/rendezvous/server"
+	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/memory"
+)
+
+// DefaultListen is where serve listens without --listen.
+const DefaultListen = "/ip4/127.0.0.1/tcp/4457"
+
+// DefaultMaxConnsPerIP bounds the connections from one IPv4 address (or
+// IPv6 /56) that the resource manager accepts.
+const DefaultMaxConnsPerIP = 64
+
+// serveConfig is what serve is told on its command line.
+type serveConfig struct {
+	listen        stringList
+	identity      string
+	store         string
+	metricsAddr   string
+	logFormat     string
+	logLevel      string
+	canvas        bool
+	maxConnsPerIP int
+	resources     server.Resources
+}
+
+func (c *serveConfig) flags(fs *flag.FlagSet) {
+	c.listen.values = []string{DefaultListen}
+	c.resources = server.DefaultResources()
+	r := &c.resources
+	fs.Var(&c.listen, "listen", "multiaddr to listen on (repeatable)")
+	fs.StringVar(&c.identity, "identity", "", "private key file, created (mode 0600) when missing; a new peer ID at every start if empty")
+	fs.StringVar(&c.store, "store", "memory", "where registrations are kept: memory")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "HTTP address serving /metrics, /healthz and /readyz (off if empty)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&c.canvas, "canvas", false, "also serve "+string(rendezvous.CanvasProtocolID)+" (JavaScript peers' default)")
+	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", DefaultMaxConnsPerIP, "connections accepted from one IPv4 address or IPv6 /56")
+	fs.DurationVar(&r.MinTTL, "min-ttl", r.MinTTL, "shortest TTL a peer may register for")
+	fs.DurationVar(&r.MaxTTL, "max-ttl", r.MaxTTL, "longest TTL a peer may register for")
+	fs.DurationVar(&r.DefaultTTL, "default-ttl", r.DefaultTTL, "TTL of a registration that asks for none")
+	fs.IntVar(&r.MaxRegistrationsPerPeer, "max-registrations-per-peer", r.MaxRegistrationsPerPeer, "namespaces one peer may be registered in")
+	fs.IntVar(&r.MaxRegistrations, "max-registrations", r.MaxRegistrations, "registrations the point holds")
+	fs.IntVar(&r.MaxNamespaces, "max-namespaces", r.MaxNamespaces, "namespaces the point holds")
+	fs.IntVar(&r.DefaultDiscoverLimit, "discover-limit", r.DefaultDiscoverLimit, "registrations per DISCOVER that gives no limit")
+	fs.IntVar(&r.MaxDiscoverLimit, "max-discover-limit", r.MaxDiscoverLimit, "most registrations per DISCOVER")
+	fs.IntVar(&r.MaxDiscoverResponseSize, "max-discover-response-size", r.MaxDiscoverResponseSize, "bytes per DISCOVER response")
+	fs.IntVar(&r.MaxRequestSize, "max-request-size", r.MaxRequestSize, "bytes per request; larger ones reset the stream")
+	fs.IntVar(&r.MaxRecordSize, "max-record-size", r.MaxRecordSize, "bytes per signed peer record")
+	fs.DurationVar(&r.IdleTimeout, "idle-timeout", r.IdleTimeout, "wait for the next request on a stream")
+	fs.DurationVar(&r.RequestTimeout, "request-timeout", r.RequestTimeout, "time to handle one request")
+	fs.DurationVar(&r.StatsInterval, "stats-interval", r.StatsInterval, "how often the store's counts are exported")
+}
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg serveConfig
+	cfg.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(stderr, cfg.logFormat, cfg.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "rendezvous serve:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runPoint(ctx, cfg, log, stdout); err != nil {
+		log.Error("serve failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// runPoint serves until ctx is done, then shuts down in order: the HTTP
+// endpoints, the protocol handler (letting requests in flight finish), the
+// host and the store.
+func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.Writer) error {
+	if err := cfg.resources.Validate(); err != nil {
+		return err
+	}
+	key, err := identity.LoadOrCreate(cfg.identity)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(cfg.store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h, err := newHost(cfg, key, reg)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+
+	opts := []server.Option{
+		server.WithResources(cfg.resources),
+		server.WithLogger(log),
+		server.WithMetricsTracer(server.NewMetricsTracer(reg)),
+	}
+	if cfg.canvas {
+		opts = append(opts, server.WithProtocols(rendezvous.ProtocolID, rendezvous.CanvasProtocolID))
+	}
+	srv, err := server.New(h, st, opts...)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	if cfg.metricsAddr != "" {
+		stopHTTP, err := serveHTTP(cfg.metricsAddr, reg, st, log)
+		if err != nil {
+			return err
+		}
+		defer stopHTTP()
+	}
+
+	for _, a := range h.Addrs() {
+		fmt.Fprintf(stdout, "%s/p2p/%s\n", a, h.ID())
+	}
+	log.Info("rendezvous point ready", "peer", h.ID(), "store", cfg.store)
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+func openStore(spec string) (store.Store, error) {
+	switch spec {
+	case "memory":
+		return memory.New(), nil
+	default:
+		return nil, fmt.Errorf("unknown store %q", spec)
+	}
+}
+
+func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
+	limiter := rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale())
+	mgr, err := rcmgr.NewResourceManager(limiter, rcmgr.WithLimitPerSubnet(
+		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: cfg.maxConnsPerIP}},
+		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: cfg.maxConnsPerIP}},
+	))
+	if err != nil {
+		return nil, err
+	}
+	return libp2p.New(
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings(cfg.listen.values...),
+		libp2p.ResourceManager(mgr),
+		libp2p.PrometheusRegisterer(reg),
+	)
+}
+
+func serveHTTP(addr string, reg *prometheus.Registry, st store.Store, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := st.Stats(ctx, time.Now()); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics endpoint failed", "err", err)
+		}
+	}()
+	log.Info("metrics endpoint ready", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log format %q: want text or json", format)
+	}
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/rendezvous-p2p/rendezvous/client"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds the rendezvous command once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "rendezvous-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "rendezvous")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = err
+			t.Logf("go build: %s", out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// daemon is a running `rendezvous serve`.
+type daemon struct {
+	cmd   *exec.Cmd
+	addrs []ma.Multiaddr
+	done  chan error
+}
+
+func startServe(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(binary(t), append([]string{"serve"}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan error, 1)}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		d.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("serve's stderr:\n%s", stderr.String())
+		}
+	})
+	select {
+	case line, ok := <-lines:
+		if !ok {
+			t.Fatal("serve exited before printing its address")
+		}
+		a, err := ma.NewMultiaddr(line)
+		if err != nil {
+			t.Fatalf("serve printed %q, not a multiaddr: %v", line, err)
+		}
+		d.addrs = append(d.addrs, a)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not print its address within 30s")
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	return d
+}
+
+// syncBuffer collects a process's output.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestServeRegisterDiscoverAndExitOnSIGTERM(t *testing.T) {
+	d := startServe(t, "--listen", "/ip4/127.0.0.1/tcp/0")
+	info, err := peer.AddrInfoFromP2pAddr(d.addrs[0])
+	if err != nil {
+		t.Fatalf("printed address %s does not end in /p2p/<peer id>: %v", d.addrs[0], err)
+	}
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.Connect(ctx, *info); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RegisterAt(ctx, info.ID, "e2e", 0); err != nil {
+		t.Fatal(err)
+	}
+	regs, _, err := c.DiscoverAt(ctx, info.ID, "e2e", 0, nil)
+	if err != nil || len(regs) != 1 || regs[0].Peer.ID != h.ID() {
+		t.Fatalf("discovered %v, %v; want %s", regs, err, h.ID())
+	}
+
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("serve did not exit within 5s of SIGTERM")
+	}
+}

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/pb"
+)
+
+func (s *Server) handleDiscover(ctx context.Context, scope network.ResourceScope, remote peer.ID, req *pb.Message_Discover) *pb.Message_DiscoverResponse {
+	regs, cookie, err := s.discover(ctx, scope, remote, req)
+	if err != nil {
+		return &pb.Message_DiscoverResponse{
+			Registrations: []*pb.Message_Register{},
+			Cookie:        []byte{},
+			Status:        rendezvous.StatusOf(err).Enum(),
+			StatusText:    proto.String(errorText(err)),
+		}
+	}
+	return &pb.Message_DiscoverResponse{
+		Registrations: regs,
+		Cookie:        cookie.Encode(),
+		Status:        rendezvous.StatusOK.Enum(),
+		StatusText:    proto.String(""),
+	}
+}
+
+func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remote peer.ID, req *pb.Message_Discover) ([]*pb.Message_Register, rendezvous.Cookie, error) {
+	ns := req.GetNs()
+	if err := rendezvous.ValidateDiscoverNamespace(ns); err != nil {
+		return nil, rendezvous.Cookie{}, err
+	}
+	cookie, err := rendezvous.DecodeCookie(req.GetCookie(), ns)
+	if err != nil {
+		return nil, rendezvous.Cookie{}, err
+	}
+	if s.acl != nil && !s.acl.AllowDiscover(remote, ns) {
+		return nil, rendezvous.Cookie{}, rendezvous.Errorf(rendezvous.StatusNotAuthorized, "not allowed to discover in this namespace")
+	}
+	limit := s.rc.DefaultDiscoverLimit
+	if l := req.GetLimit(); l > 0 {
+		limit = int(min(l, uint64(s.rc.MaxDiscoverLimit)))
+	}
+	if scope != nil {
+		if err := scope.ReserveMemory(s.rc.MaxDiscoverResponseSize, network.ReservationPriorityHigh); err != nil {
+			return nil, rendezvous.Cookie{}, rendezvous.Errorf(rendezvous.StatusUnavailable, "out of resources")
+		}
+		defer scope.ReleaseMemory(s.rc.MaxDiscoverResponseSize)
+	}
+	now := s.now()
+	found, err := s.store.Discover(ctx, ns, cookie.Seq, limit, now)
+	if err != nil {
+		return nil, rendezvous.Cookie{}, s.storeError("discover", err)
+	}
+	budget := s.rc.MaxDiscoverResponseSize - responseOverhead
+	regs := make([]*pb.Message_Register, 0, len(found))
+	for _, r := range found {
+		reg := &pb.Message_Register{
+			Ns:               proto.String(r.Namespace),
+			SignedPeerRecord: r.Record,
+			Ttl:              proto.Uint64(remainingSeconds(r.Expires, now)),
+		}
+		size := proto.Size(reg)
+		budget -= protowire.SizeTag(1) + protowire.SizeBytes(size)
+		if budget < 0 {
+			break
+		}
+		regs = append(regs, reg)
+		cookie.Seq = r.Seq
+	}
+	return regs, cookie, nil
+}
+
+// remainingSeconds is the TTL left until expires, rounded up so that a live
+// registration never shows a TTL of 0.
+func remainingSeconds(expires, now time.Time) uint64 {
+	left := expires.Sub(now)
+	if left <= 0 {
+		return 1
+	}
+	return uint64((left + time.Second - 1) / time.Second)
+}

@@ -1,0 +1,66 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/pb"
+	"github.com/rendezvous-p2p/rendezvous/store"
+)
+
+func (s *Server) handleRegister(ctx context.Context, remote peer.ID, req *pb.Message_Register) *pb.Message_RegisterResponse {
+	ttl, err := s.register(ctx, remote, req)
+	if err != nil {
+		return &pb.Message_RegisterResponse{
+			Status:     rendezvous.StatusOf(err).Enum(),
+			StatusText: proto.String(errorText(err)),
+			Ttl:        proto.Uint64(0),
+		}
+	}
+	return &pb.Message_RegisterResponse{
+		Status:     rendezvous.StatusOK.Enum(),
+		StatusText: proto.String(""),
+		Ttl:        proto.Uint64(uint64(ttl / time.Second)),
+	}
+}
+
+func (s *Server) register(ctx context.Context, remote peer.ID, req *pb.Message_Register) (time.Duration, error) {
+	ns := req.GetNs()
+	if err := rendezvous.ValidateNamespace(ns); err != nil {
+		return 0, err
+	}
+	ttl, err := s.ttl.Resolve(req.GetTtl())
+	if err != nil {
+		return 0, err
+	}
+	if _, err := rendezvous.VerifyRegistrationRecord(req.GetSignedPeerRecord(), remote, s.rc.MaxRecordSize); err != nil {
+		return 0, err
+	}
+	if s.acl != nil && !s.acl.AllowRegister(remote, ns) {
+		return 0, rendezvous.Errorf(rendezvous.StatusNotAuthorized, "not allowed to register in this namespace")
+	}
+	now := s.now()
+	reg := store.Registration{
+		Namespace: ns,
+		Peer:      remote,
+		Record:    req.GetSignedPeerRecord(),
+		Expires:   now.Add(ttl),
+	}
+	if _, err := s.store.Register(ctx, reg, s.rc.storeLimits(), now); err != nil {
+		return 0, s.storeError("register", err)
+	}
+	return ttl, nil
+}
+
+// errorText is the text a peer is told for err: the text of an
+// *rendezvous.Error, nothing of any other.
+func errorText(err error) string {
+	if e, ok := err.(*rendezvous.Error); ok {
+		return e.Text
+	}
+	return ""
+}

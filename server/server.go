@@ -1,0 +1,248 @@
+// Package server is the rendezvous point: it serves /rendezvous/1.0.0 on a
+// libp2p host, keeping registrations in a store.Store.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-msgio/pbio"
+
+	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/pb"
+	"github.com/rendezvous-p2p/rendezvous/store"
+)
+
+// Server is a rendezvous point mounted on a host.
+type Server struct {
+	host      host.Host
+	store     store.Store
+	rc        Resources
+	ttl       rendezvous.TTLPolicy
+	acl       ACLFilter
+	mt        MetricsTracer
+	log       *slog.Logger
+	now       func() time.Time
+	protocols []protocol.ID
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	streams map[network.Stream]struct{}
+}
+
+// New mounts a rendezvous point on h, keeping registrations in st. The
+// caller keeps ownership of h and st; Close unmounts the point.
+func New(h host.Host, st store.Store, opts ...Option) (*Server, error) {
+	s := &Server{
+		host:      h,
+		store:     st,
+		rc:        DefaultResources(),
+		log:       slog.Default(),
+		now:       time.Now,
+		protocols: []protocol.ID{rendezvous.ProtocolID},
+		streams:   make(map[network.Stream]struct{}),
+	}
+	for _, opt := range opts {
+		if err := opt(s); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.rc.Validate(); err != nil {
+		return nil, fmt.Errorf("rendezvous server: %w", err)
+	}
+	if len(s.protocols) == 0 {
+		return nil, errors.New("rendezvous server: no protocol to serve")
+	}
+	s.ttl = s.rc.TTLPolicy()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	for _, id := range s.protocols {
+		h.SetStreamHandler(id, s.handleStream)
+	}
+	if s.mt != nil {
+		s.wg.Add(1)
+		go s.reportStats()
+	}
+	return s, nil
+}
+
+// Close unmounts the point: it stops accepting streams, lets each request
+// in flight finish, closes the open streams and returns when they are done.
+// It does not close the store or the host.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, id := range s.protocols {
+		s.host.RemoveStreamHandler(id)
+	}
+	// Wake the handlers waiting for a next request; one busy with a
+	// request finishes it first.
+	for str := range s.streams {
+		_ = str.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// track adds str to the open streams, unless the server is closed.
+func (s *Server) track(str network.Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.streams[str] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(str network.Stream) {
+	s.mu.Lock()
+	delete(s.streams, str)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *Server) handleStream(str network.Stream) {
+	if !s.track(str) {
+		_ = str.Reset()
+		return
+	}
+	defer s.untrack(str)
+	log := s.log.With("peer", str.Conn().RemotePeer(), "protocol", str.Protocol())
+
+	if err := str.Scope().SetService(rendezvous.ServiceName); err != nil {
+		log.Debug("attaching stream to service scope", "err", err)
+		_ = str.Reset()
+		return
+	}
+	if err := str.Scope().ReserveMemory(s.rc.MaxRequestSize, network.ReservationPriorityAlways); err != nil {
+		log.Debug("reserving request buffer", "err", err)
+		_ = str.Reset()
+		return
+	}
+	defer str.Scope().ReleaseMemory(s.rc.MaxRequestSize)
+
+	rd := pbio.NewDelimitedReader(str, s.rc.MaxRequestSize)
+	wr := pbio.NewDelimitedWriter(str)
+	remote := str.Conn().RemotePeer()
+	for {
+		if s.ctx.Err() != nil {
+			_ = str.Close()
+			return
+		}
+		_ = str.SetReadDeadline(time.Now().Add(s.rc.IdleTimeout))
+		var req pb.Message
+		if err := rd.ReadMsg(&req); err != nil {
+			if errors.Is(err, io.EOF) {
+				_ = str.Close()
+				return
+			}
+			if s.ctx.Err() == nil {
+				log.Debug("reading request", "err", err)
+			}
+			_ = str.Reset()
+			return
+		}
+		if !isRequest(req.GetType()) {
+			log.Debug("unexpected message", "type", req.GetType())
+			_ = str.Reset()
+			return
+		}
+		start := time.Now()
+		_ = str.SetDeadline(start.Add(s.rc.RequestTimeout))
+		resp, status := s.HandleRequest(s.ctx, str.Scope(), remote, &req)
+		if resp != nil {
+			if err := wr.WriteMsg(resp); err != nil {
+				log.Debug("writing response", "err", err)
+				_ = str.Reset()
+				return
+			}
+		}
+		if s.mt != nil {
+			s.mt.RequestHandled(req.GetType(), status, time.Since(start))
+		}
+	}
+}
+
+// isRequest reports whether a client sends messages of type t.
+func isRequest(t pb.Message_MessageType) bool {
+	return t == pb.Message_REGISTER || t == pb.Message_DISCOVER || t == pb.Message_UNREGISTER
+}
+
+// HandleRequest answers one request from peer remote: the response to
+// write (nil for none) and its status. A message of a type that clients
+// never send is answered with nothing and StatusInternalError. scope, if not nil, is charged for the
+// response buffer of a DISCOVER. It never panics on any input.
+func (s *Server) HandleRequest(ctx context.Context, scope network.ResourceScope, remote peer.ID, req *pb.Message) (*pb.Message, rendezvous.Status) {
+	ctx, cancel := context.WithTimeout(ctx, s.rc.RequestTimeout)
+	defer cancel()
+	switch req.GetType() {
+	case pb.Message_REGISTER:
+		resp := s.handleRegister(ctx, remote, req.GetRegister())
+		return &pb.Message{Type: pb.Message_REGISTER_RESPONSE.Enum(), RegisterResponse: resp}, resp.GetStatus()
+	case pb.Message_DISCOVER:
+		resp := s.handleDiscover(ctx, scope, remote, req.GetDiscover())
+		return &pb.Message{Type: pb.Message_DISCOVER_RESPONSE.Enum(), DiscoverResponse: resp}, resp.GetStatus()
+	case pb.Message_UNREGISTER:
+		return nil, s.handleUnregister(ctx, remote, req.GetUnregister())
+	default:
+		return nil, rendezvous.StatusInternalError
+	}
+}
+
+// storeError maps an error of the store to what a peer is told, and logs
+// what it hides.
+func (s *Server) storeError(op string, err error) *rendezvous.Error {
+	switch {
+	case errors.Is(err, store.ErrPeerLimit):
+		return rendezvous.Errorf(rendezvous.StatusNotAuthorized, "peer has %d registrations already", s.rc.MaxRegistrationsPerPeer)
+	case errors.Is(err, store.ErrFull):
+		return rendezvous.Errorf(rendezvous.StatusUnavailable, "point is full")
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		s.log.Warn("store unavailable", "op", op, "err", err)
+		return rendezvous.Errorf(rendezvous.StatusUnavailable, "store unavailable")
+	default:
+		s.log.Error("store failed", "op", op, "err", err)
+		return rendezvous.Errorf(rendezvous.StatusInternalError, "internal error")
+	}
+}
+
+func (s *Server) reportStats() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.rc.StatsInterval)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, s.rc.RequestTimeout)
+		st, err := s.store.Stats(ctx, s.now())
+		cancel()
+		if err == nil {
+			s.mt.StoreStats(st)
+		} else if s.ctx.Err() == nil {
+			s.log.Warn("reading store stats", "err", err)
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
