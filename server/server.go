@@ -114,6 +114,12 @@ func (s *Server) track(str network.Stream) bool {
 	return true
 }
 
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 func (s *Server) untrack(str network.Stream) {
 	s.mu.Lock()
 	delete(s.streams, str)
@@ -145,7 +151,7 @@ func (s *Server) handleStream(str network.Stream) {
 	wr := pbio.NewDelimitedWriter(str)
 	remote := str.Conn().RemotePeer()
 	for {
-		if s.ctx.Err() != nil {
+		if s.isClosed() {
 			_ = str.Close()
 			return
 		}
@@ -156,7 +162,7 @@ func (s *Server) handleStream(str network.Stream) {
 				_ = str.Close()
 				return
 			}
-			if s.ctx.Err() == nil {
+			if !s.isClosed() {
 				log.Debug("reading request", "err", err)
 			}
 			_ = str.Reset()
@@ -169,7 +175,8 @@ func (s *Server) handleStream(str network.Stream) {
 		}
 		start := time.Now()
 		_ = str.SetDeadline(start.Add(s.rc.RequestTimeout))
-		resp, status := s.HandleRequest(s.ctx, str.Scope(), remote, &req)
+		// Not s.ctx: a request in flight when Close is called finishes.
+		resp, status := s.HandleRequest(context.Background(), str.Scope(), remote, &req)
 		if resp != nil {
 			if err := wr.WriteMsg(resp); err != nil {
 				log.Debug("writing response", "err", err)

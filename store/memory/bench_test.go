@@ -43,21 +43,40 @@ func filled(b *testing.B, n int) *memory.Store {
 	return s
 }
 
-// BenchmarkRegister refreshes random registrations of a store of each size,
-// so that the size stays the same.
+// BenchmarkRegister refreshes the oldest registration of a store of each
+// size, as clients' refresh timers do (each refreshes at a fixed fraction of
+// its TTL, so the oldest registration is the next refreshed); the size stays
+// the same.
 func BenchmarkRegister(b *testing.B) {
+	benchmarkRegister(b, func(i, n int, _ *rand.Rand) int { return i % n })
+}
+
+// BenchmarkRegisterRandom refreshes registrations in random order: every
+// index is touched at a random place, the worst case for the memory
+// hierarchy.
+func BenchmarkRegisterRandom(b *testing.B) {
+	benchmarkRegister(b, func(_, n int, rng *rand.Rand) int { return rng.IntN(n) })
+}
+
+func benchmarkRegister(b *testing.B, pick func(i, n int, rng *rand.Rand) int) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
 			s := filled(b, n)
 			defer s.Close()
 			record := make([]byte, 200)
+			regs := make([]store.Registration, n)
+			for i := range regs {
+				regs[i] = benchReg(i, record)
+			}
 			rng := rand.New(rand.NewPCG(1, 2))
+			limits := store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 2 * n, MaxNamespaces: n}
 			b.ReportAllocs()
-			b.ResetTimer()
+			i := 0
 			for b.Loop() {
-				if _, err := s.Register(context.Background(), benchReg(rng.IntN(n), record), store.Limits{MaxRegistrationsPerPeer: 1000}, benchNow); err != nil {
+				if _, err := s.Register(context.Background(), regs[pick(i, n, rng)], limits, benchNow); err != nil {
 					b.Fatal(err)
 				}
+				i++
 			}
 		})
 	}
@@ -78,11 +97,14 @@ func BenchmarkDiscover100(b *testing.B) {
 					firsts[r.Namespace] = r.Seq
 				}
 			}
+			names := make([]string, n/benchPerNamespace)
+			for i := range names {
+				names[i] = fmt.Sprintf("ns-%d", i)
+			}
 			rng := rand.New(rand.NewPCG(1, 2))
 			b.ReportAllocs()
-			b.ResetTimer()
 			for b.Loop() {
-				ns := fmt.Sprintf("ns-%d", rng.IntN(n/benchPerNamespace))
+				ns := names[rng.IntN(len(names))]
 				after := firsts[ns] + uint64(rng.IntN(benchPerNamespace-100))
 				regs, err := s.Discover(context.Background(), ns, after, 100, benchNow)
 				if err != nil || len(regs) != 100 {

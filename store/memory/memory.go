@@ -1,11 +1,13 @@
 // Package memory is the in-memory store.Store: fast, and empty again after a
 // restart.
 //
-// Every registration sits in three ordered indexes (by sequence number, by
-// namespace and sequence number, by expiry) and one map by (namespace, peer),
-// so Register and Unregister cost O(log n) and a Discover of k results
-// O(log n + k), whatever else the store holds. Each call first removes the
-// registrations that have expired, wherever they sit, in O(log n) each.
+// Registrations sit in three ordered indexes (every namespace by sequence
+// number, each namespace by sequence number, all by expiry) and one map by
+// (namespace, peer), so Register and Unregister cost O(log n) and a Discover
+// of k results O(log n + k), whatever else the store holds. The sequence
+// indexes hold the registrations themselves, not pointers to them, so a
+// Discover reads a page from a few contiguous nodes. Each call first removes
+// the registrations that have expired, wherever they sit, in O(log n) each.
 package memory
 
 import (
@@ -22,7 +24,7 @@ import (
 )
 
 // btreeDegree is the degree of the ordered indexes.
-const btreeDegree = 32
+const btreeDegree = 16
 
 // ErrClosed is returned by calls on a closed store.
 var ErrClosed = errors.New("memory store is closed")
@@ -32,26 +34,24 @@ type key struct {
 	peer peer.ID
 }
 
-// entry is a stored registration. Its Seq and Expires never change while it
-// is in an index.
-type entry struct {
-	store.Registration
+// slot is where the registration of a key sits in the indexes.
+type slot struct {
+	seq     uint64
+	expires int64 // Unix nanoseconds
 }
 
-// seqItem orders an entry by sequence number. The key sits in the item, so
-// that searching an index reads only its own nodes.
+// seqItem is a registration in a sequence index.
 type seqItem struct {
 	seq uint64
-	e   *entry
+	reg store.Registration
 }
 
 func bySeq(a, b seqItem) bool { return a.seq < b.seq }
 
-// expiryItem orders an entry by expiry, then sequence number.
+// expiryItem is a registration's place in the expiry index.
 type expiryItem struct {
-	expires int64 // Unix nanoseconds
-	seq     uint64
-	e       *entry
+	slot
+	key
 }
 
 func byExpiry(a, b expiryItem) bool {
@@ -61,16 +61,12 @@ func byExpiry(a, b expiryItem) bool {
 	return a.seq < b.seq
 }
 
-func (e *entry) seqItem() seqItem { return seqItem{e.Seq, e} }
-
-func (e *entry) expiryItem() expiryItem { return expiryItem{e.Expires.UnixNano(), e.Seq, e} }
-
 // Store is an in-memory store.Store.
 type Store struct {
 	mu       sync.Mutex
 	closed   bool
 	seq      uint64
-	byKey    map[key]*entry
+	byKey    map[key]slot
 	all      *btree.BTreeG[seqItem]
 	byNS     map[string]*btree.BTreeG[seqItem]
 	byExpiry *btree.BTreeG[expiryItem]
@@ -89,7 +85,7 @@ func New() *Store {
 	free := btree.NewFreeListG[seqItem](btree.DefaultFreeListSize)
 	return &Store{
 		seq:      uint64(time.Now().UnixNano()),
-		byKey:    make(map[key]*entry),
+		byKey:    make(map[key]slot),
 		all:      btree.NewWithFreeListG(btreeDegree, bySeq, free),
 		byNS:     make(map[string]*btree.BTreeG[seqItem]),
 		byExpiry: btree.NewG(btreeDegree, byExpiry),
@@ -108,7 +104,7 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 	s.expire(now)
 	k := key{reg.Namespace, reg.Peer}
 	if old, ok := s.byKey[k]; ok {
-		s.remove(old)
+		s.remove(k, old)
 	} else {
 		if limits.MaxRegistrationsPerPeer > 0 && s.perPeer[reg.Peer] >= limits.MaxRegistrationsPerPeer {
 			return 0, store.ErrPeerLimit
@@ -121,11 +117,10 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 		}
 	}
 	s.seq++
-	e := &entry{reg}
-	e.Seq = s.seq
-	e.Record = append([]byte(nil), reg.Record...)
-	s.insert(e)
-	return e.Seq, nil
+	reg.Seq = s.seq
+	reg.Record = append([]byte(nil), reg.Record...)
+	s.insert(k, reg)
+	return reg.Seq, nil
 }
 
 // Unregister implements store.Store.
@@ -135,8 +130,9 @@ func (s *Store) Unregister(_ context.Context, ns string, p peer.ID) error {
 	if s.closed {
 		return ErrClosed
 	}
-	if e, ok := s.byKey[key{ns, p}]; ok {
-		s.remove(e)
+	k := key{ns, p}
+	if sl, ok := s.byKey[k]; ok {
+		s.remove(k, sl)
 	}
 	return nil
 }
@@ -161,7 +157,7 @@ func (s *Store) Discover(_ context.Context, ns string, after uint64, limit int, 
 	}
 	out := make([]store.Registration, 0, min(limit, tree.Len()))
 	tree.AscendGreaterOrEqual(seqItem{seq: after + 1}, func(it seqItem) bool {
-		out = append(out, it.e.Registration)
+		out = append(out, it.reg)
 		return len(out) < limit
 	})
 	return out, nil
@@ -191,39 +187,42 @@ func (s *Store) Close() error {
 
 // expire removes every registration whose Expires is not after now.
 func (s *Store) expire(now time.Time) {
+	limit := now.UnixNano()
 	for {
 		it, ok := s.byExpiry.Min()
-		if !ok || it.e.Expires.After(now) {
+		if !ok || it.expires > limit {
 			return
 		}
-		s.remove(it.e)
+		s.remove(it.key, it.slot)
 	}
 }
 
-func (s *Store) insert(e *entry) {
-	s.byKey[key{e.Namespace, e.Peer}] = e
-	s.all.ReplaceOrInsert(e.seqItem())
-	s.byExpiry.ReplaceOrInsert(e.expiryItem())
-	tree := s.byNS[e.Namespace]
+func (s *Store) insert(k key, reg store.Registration) {
+	sl := slot{seq: reg.Seq, expires: reg.Expires.UnixNano()}
+	s.byKey[k] = sl
+	item := seqItem{reg.Seq, reg}
+	s.all.ReplaceOrInsert(item)
+	s.byExpiry.ReplaceOrInsert(expiryItem{sl, k})
+	tree := s.byNS[k.ns]
 	if tree == nil {
 		tree = btree.NewWithFreeListG(btreeDegree, bySeq, s.free)
-		s.byNS[e.Namespace] = tree
+		s.byNS[k.ns] = tree
 	}
-	tree.ReplaceOrInsert(e.seqItem())
-	s.perPeer[e.Peer]++
+	tree.ReplaceOrInsert(item)
+	s.perPeer[k.peer]++
 }
 
-func (s *Store) remove(e *entry) {
-	delete(s.byKey, key{e.Namespace, e.Peer})
-	s.all.Delete(e.seqItem())
-	s.byExpiry.Delete(e.expiryItem())
-	if tree := s.byNS[e.Namespace]; tree != nil {
-		tree.Delete(e.seqItem())
+func (s *Store) remove(k key, sl slot) {
+	delete(s.byKey, k)
+	s.all.Delete(seqItem{seq: sl.seq})
+	s.byExpiry.Delete(expiryItem{slot: sl})
+	if tree := s.byNS[k.ns]; tree != nil {
+		tree.Delete(seqItem{seq: sl.seq})
 		if tree.Len() == 0 {
-			delete(s.byNS, e.Namespace)
+			delete(s.byNS, k.ns)
 		}
 	}
-	if s.perPeer[e.Peer]--; s.perPeer[e.Peer] <= 0 {
-		delete(s.perPeer, e.Peer)
+	if s.perPeer[k.peer]--; s.perPeer[k.peer] <= 0 {
+		delete(s.perPeer, k.peer)
 	}
 }
