@@ -11,6 +11,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,14 +26,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/internal/bench"
 	"github.com/rendezvous-p2p/rendezvous/internal/identity"
 	"github.com/rendezvous-p2p/rendezvous/server"
 	"github.com/rendezvous-p2p/rendezvous/store"
-	"github.com/rendezvous-p2p/rendezvous/store/memory"
 )
 
-// DefaultListen is where serve listens without --listen.
-const DefaultListen = "/ip4/127.0.0.1/tcp/4457"
+// DefaultListen is where serve listens without --listen: TCP and QUIC on
+// loopback. Listen on /ip4/0.0.0.0/... to serve other machines, and add a
+// /tcp/PORT/ws address for WebSocket peers.
+var DefaultListen = []string{"/ip4/127.0.0.1/tcp/4457", "/ip4/127.0.0.1/udp/4457/quic-v1"}
+
+// DefaultDataDir is where serve keeps its identity and embedded store
+// without --data-dir.
+const DefaultDataDir = "rendezvous-data"
 
 // DefaultMaxConnsPerIP bounds the connections from one IPv4 address (or
 // IPv6 /56) that the resource manager accepts.
@@ -38,9 +47,12 @@ const DefaultMaxConnsPerIP = 64
 
 // serveConfig is what serve is told on its command line.
 type serveConfig struct {
+	config        string
 	listen        stringList
 	identity      string
+	dataDir       string
 	store         string
+	benchEcho     bool
 	metricsAddr   string
 	logFormat     string
 	logLevel      string
@@ -50,12 +62,15 @@ type serveConfig struct {
 }
 
 func (c *serveConfig) flags(fs *flag.FlagSet) {
-	c.listen.values = []string{DefaultListen}
+	c.listen.values = append([]string(nil), DefaultListen...)
 	c.resources = server.DefaultResources()
 	r := &c.resources
-	fs.Var(&c.listen, "listen", "multiaddr to listen on (repeatable)")
-	fs.StringVar(&c.identity, "identity", "", "private key file, created (mode 0600) when missing; a new peer ID at every start if empty")
-	fs.StringVar(&c.store, "store", "memory", "where registrations are kept: memory")
+	fs.StringVar(&c.config, "config", "", "JSON file of settings, keyed by flag name (env "+envName("config")+")")
+	fs.Var(&c.listen, "listen", "multiaddr to listen on (repeatable; default "+strings.Join(DefaultListen, ", ")+")")
+	fs.StringVar(&c.dataDir, "data-dir", DefaultDataDir, "directory of the identity and the embedded store")
+	fs.StringVar(&c.identity, "identity", "", "private key file, created (mode 0600) when missing (default DATA-DIR/identity.key)")
+	fs.StringVar(&c.store, "store", "embedded", "where registrations are kept: embedded (in DATA-DIR), memory, or a postgres:// URL")
+	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of `rendezvous bench --workload echo`")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "HTTP address serving /metrics, /healthz and /readyz (off if empty)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -85,6 +100,17 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if cfg.config == "" {
+		cfg.config = os.Getenv(envName("config"))
+	}
+	if err := applySettings(fs, cfg.config, os.Getenv); err != nil {
+		fmt.Fprintln(stderr, "rendezvous serve:", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "rendezvous serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
 	log, err := newLogger(stderr, cfg.logFormat, cfg.logLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "rendezvous serve:", err)
@@ -106,15 +132,22 @@ func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.
 	if err := cfg.resources.Validate(); err != nil {
 		return err
 	}
+	if cfg.identity == "" {
+		cfg.identity = filepath.Join(cfg.dataDir, "identity.key")
+	}
 	key, err := identity.LoadOrCreate(cfg.identity)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(cfg.store)
+	st, err := openStore(ctx, cfg.store, cfg.dataDir)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("closing the store", "err", err)
+		}
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -136,15 +169,23 @@ func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.
 	if err != nil {
 		return err
 	}
+	// Deferred calls run last first: the endpoints stop, then the point
+	// finishes the requests in flight, then the host and the store close.
 	defer srv.Close()
+	if cfg.benchEcho {
+		bench.MountEcho(h)
+	}
 
+	var ready atomic.Bool
 	if cfg.metricsAddr != "" {
-		stopHTTP, err := serveHTTP(cfg.metricsAddr, reg, st, log)
+		stopHTTP, err := serveHTTP(cfg.metricsAddr, reg, st, &ready, log)
 		if err != nil {
 			return err
 		}
 		defer stopHTTP()
 	}
+	ready.Store(true)
+	defer ready.Store(false)
 
 	for _, a := range h.Addrs() {
 		fmt.Fprintf(stdout, "%s/p2p/%s\n", a, h.ID())
@@ -155,14 +196,6 @@ func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.
 	return nil
 }
 
-func openStore(spec string) (store.Store, error) {
-	switch spec {
-	case "memory":
-		return memory.New(), nil
-	default:
-		return nil, fmt.Errorf("unknown store %q", spec)
-	}
-}
 
 func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
 	limiter := rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale())
@@ -181,7 +214,9 @@ func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (ho
 	)
 }
 
-func serveHTTP(addr string, reg *prometheus.Registry, st store.Store, log *slog.Logger) (func(), error) {
+// serveHTTP serves /metrics, /healthz (the process is up) and /readyz (the
+// point is serving and its store answers) on addr.
+func serveHTTP(addr string, reg *prometheus.Registry, st store.Store, ready *atomic.Bool, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -192,6 +227,10 @@ func serveHTTP(addr string, reg *prometheus.Registry, st store.Store, log *slog.
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if _, err := st.Stats(ctx, time.Now()); err != nil {

@@ -49,9 +49,10 @@ func binary(t *testing.T) string {
 
 // daemon is a running `rendezvous serve`.
 type daemon struct {
-	cmd   *exec.Cmd
-	addrs []ma.Multiaddr
-	done  chan error
+	cmd    *exec.Cmd
+	addrs  []ma.Multiaddr
+	done   chan error
+	stderr *syncBuffer
 }
 
 func startServe(t *testing.T, args ...string) *daemon {
@@ -66,7 +67,7 @@ func startServe(t *testing.T, args ...string) *daemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{cmd: cmd, done: make(chan error, 1)}
+	d := &daemon{cmd: cmd, done: make(chan error, 1), stderr: stderr}
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -121,7 +122,7 @@ func (b *syncBuffer) String() string {
 }
 
 func TestServeRegisterDiscoverAndExitOnSIGTERM(t *testing.T) {
-	d := startServe(t, "--listen", "/ip4/127.0.0.1/tcp/0")
+	d := startServe(t, "--store", "memory", "--data-dir", t.TempDir(), "--listen", "/ip4/127.0.0.1/tcp/0")
 	info, err := peer.AddrInfoFromP2pAddr(d.addrs[0])
 	if err != nil {
 		t.Fatalf("printed address %s does not end in /p2p/<peer id>: %v", d.addrs[0], err)

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSettingsPrecedence(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	config := `{"max-ttl": "48h", "min-ttl": "1h", "listen": ["/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/udp/1/quic-v1"], "max-registrations": 7, "canvas": true}`
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var cfg serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg.flags(fs)
+	if err := fs.Parse([]string{"--max-ttl", "24h"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"RENDEZVOUS_MIN_TTL": "30m"}
+	if err := applySettings(fs, path, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.resources
+	if r.MaxTTL != 24*time.Hour || r.MinTTL != 30*time.Minute || r.MaxRegistrations != 7 || !cfg.canvas {
+		t.Fatalf("got max-ttl %v (flag 24h), min-ttl %v (env 30m), max-registrations %d (file 7), canvas %v (file true)",
+			r.MaxTTL, r.MinTTL, r.MaxRegistrations, cfg.canvas)
+	}
+	if len(cfg.listen.values) != 2 {
+		t.Fatalf("listen %v, want the 2 addresses of the file", cfg.listen.values)
+	}
+}
+
+func TestSettingsRejectUnknownAndBadValues(t *testing.T) {
+	dir := t.TempDir()
+	for name, config := range map[string]string{
+		"unknown":   `{"no-such-flag": 1}`,
+		"bad value": `{"max-ttl": "soon"}`,
+		"object":    `{"max-ttl": {"h": 1}}`,
+		"not json":  `max-ttl = 1h`,
+	} {
+		path := filepath.Join(dir, "c.json")
+		if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var cfg serveConfig
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		cfg.flags(fs)
+		if err := applySettings(fs, path, func(string) string { return "" }); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -1,0 +1,26 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/memory"
+)
+
+// openStore opens the store that --store names: "embedded" (a database in
+// dataDir), "memory", or a postgres:// URL.
+func openStore(ctx context.Context, spec, dataDir string) (store.Store, error) {
+	switch {
+	case spec == "memory":
+		return memory.New(), nil
+	case spec == "embedded":
+		return openEmbedded(filepath.Join(dataDir, "registrations.db"))
+	case strings.HasPrefix(spec, "postgres://"), strings.HasPrefix(spec, "postgresql://"):
+		return openPostgres(ctx, spec)
+	default:
+		return nil, fmt.Errorf("unknown store %q: want embedded, memory or a postgres:// URL", spec)
+	}
+}

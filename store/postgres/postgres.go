@@ -1,0 +1,596 @@
+// Package postgres is a store.Store kept in a PostgreSQL database, which
+// several rendezvous points may share so as to act as one: sequence numbers
+// are unique and growing across all of them, a cookie from one point works
+// at another, and limits hold across them.
+//
+// # Sequence numbers without skips
+//
+// A PostgreSQL SEQUENCE hands out numbers in the order transactions ask for
+// them, not in the order they commit: with two concurrent writers, seq 6 may
+// commit before seq 5, and a reader that saw 6 would then page past 5 for
+// ever. Instead, every write transaction starts by locking the single row of
+// rendezvous_counters (Register takes its number there with
+// UPDATE ... SET seq = seq + 1 RETURNING seq) and keeps the lock until it
+// commits. Since the next writer gets the row, and so its number, only once
+// the previous writer has committed and become visible, numbers are assigned
+// in commit order: any snapshot that holds seq k holds every registration
+// numbered below k that is still there. A Discover, a single SELECT of
+// seq > cookie in seq order, therefore never passes over a registration
+// acknowledged before it began. Transactions run at READ COMMITTED, so the
+// statements that follow the lock see everything committed before it: the
+// limit checks of one writer see the registrations of the previous one,
+// whichever point made them, and the per-peer and global limits hold across
+// points exactly.
+//
+// The price is that writes to one database are serialised (reads are not):
+// a few round trips and one commit per Register, about a thousand per second
+// on a local database. A watermark design (sequence numbers from a SEQUENCE,
+// readers bounded by the greatest seq below which nothing is still in
+// flight) would let writes overlap, but needs a portable way to know the
+// in-flight numbers; it was not attempted.
+//
+// # Schema and migrations
+//
+// The program creates and migrates the schema at Open, in the database's
+// current schema (set search_path in the DSN to choose one). Migrations are
+// numbered; rendezvous_schema_migrations records those applied, and Open
+// applies the others in one transaction holding pg_advisory_xact_lock, so
+// points starting together do not race. Registrations are in
+// rendezvous_registrations, keyed by (ns, peer), with a unique index on seq
+// and indexes on (ns, seq), (peer, expires) and (expires); the namespace is
+// bytea, since a valid UTF-8 namespace may hold a NUL that text refuses.
+// rendezvous_counters keeps the sequence and the numbers of rows and
+// namespaces (rendezvous_namespaces keeps the rows of each), so limits are
+// checked without counting the table.
+//
+// # Expiry
+//
+// Expired rows are never returned or counted. Each point sweeps them in the
+// background (bounded DELETEs, each its own transaction, idempotent, so any
+// number of points may sweep at once), up to the latest "now" its calls were
+// given; a Register about to be refused on the total or namespace limit, and
+// Stats, first remove what expired at their now, so that the counters hold
+// exactly the live registrations.
+//
+// # Faults
+//
+// Every call is bounded by WithOpTimeout (default 2s). An error from an
+// unreachable, failing or overloaded database, or a timeout, matches
+// store.ErrUnavailable under errors.Is; the pool replaces broken connections,
+// so the store recovers by itself once the database is back.
+//
+// # Portability
+//
+// The SQL avoids PostgreSQL-only mechanisms where it can (no LISTEN/NOTIFY,
+// no xmin or ctid, no SEQUENCE ordering assumptions, no triggers or stored
+// functions) with an eye on PostgreSQL-compatible distributed databases
+// (CockroachDB, YugabyteDB). Only PostgreSQL 15 was tried. Known gaps there:
+// pg_advisory_xact_lock (migrations) and READ COMMITTED may need to be
+// enabled or replaced (under SERIALIZABLE the counter row makes writers
+// retry: retry errors, SQLSTATE class 40, are reported as ErrUnavailable).
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/rendezvous-p2p/rendezvous/store"
+)
+
+// ErrClosed is returned by calls on a closed store.
+var ErrClosed = errors.New("postgres store is closed")
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	opTimeout      time.Duration
+	migrateTimeout time.Duration
+	sweepInterval  time.Duration
+	sweepBatch     int
+	pool           func(*pgxpool.Config)
+}
+
+// WithOpTimeout bounds the time of every call, connecting included; default
+// 2s.
+func WithOpTimeout(d time.Duration) Option { return func(c *config) { c.opTimeout = d } }
+
+// WithMigrateTimeout bounds the schema migration at Open; default one minute.
+func WithMigrateTimeout(d time.Duration) Option { return func(c *config) { c.migrateTimeout = d } }
+
+// WithSweepInterval sets how often this point removes expired registrations
+// in the background; default one minute, with jitter. Zero or less disables
+// the background sweeper.
+func WithSweepInterval(d time.Duration) Option { return func(c *config) { c.sweepInterval = d } }
+
+// WithSweepBatch bounds the rows one sweep transaction deletes; default 1000.
+func WithSweepBatch(n int) Option { return func(c *config) { c.sweepBatch = n } }
+
+// WithPoolConfig lets the caller adjust the pool configuration parsed from
+// the DSN (sizes, connection hooks, runtime parameters) before it is used.
+func WithPoolConfig(f func(*pgxpool.Config)) Option { return func(c *config) { c.pool = f } }
+
+// Store is a store.Store kept in PostgreSQL.
+type Store struct {
+	cfg  config
+	pool *pgxpool.Pool
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	// horizon is the greatest "now" (Unix nanoseconds) passed to any call.
+	horizon atomic.Int64
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database at dsn (a PostgreSQL URL or key=value
+// string, as pgx accepts), creates or migrates the schema, and starts the
+// background sweeper. An unreachable database gives an error matching
+// store.ErrUnavailable.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	cfg := config{opTimeout: 2 * time.Second, migrateTimeout: time.Minute, sweepInterval: time.Minute, sweepBatch: 1000}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg.sweepBatch = max(cfg.sweepBatch, 1)
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if pc.ConnConfig.ConnectTimeout == 0 || pc.ConnConfig.ConnectTimeout > cfg.opTimeout {
+		pc.ConnConfig.ConnectTimeout = cfg.opTimeout
+	}
+	if cfg.pool != nil {
+		cfg.pool(pc)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{cfg: cfg, pool: pool, quit: make(chan struct{})}
+	mctx, cancel := context.WithTimeout(ctx, max(cfg.migrateTimeout, cfg.opTimeout))
+	defer cancel()
+	if err := s.migrate(mctx); err != nil {
+		pool.Close()
+		return nil, s.wrap(fmt.Errorf("migrate: %w", err))
+	}
+	if cfg.sweepInterval > 0 {
+		s.wg.Add(1)
+		go s.sweepLoop()
+	}
+	return s, nil
+}
+
+// migrationLock is the pg_advisory_xact_lock key of the migrations.
+const migrationLock int64 = 0x72656e64657a766f // "rendezvo"
+
+// migrations are the schema versions in order: migration i makes version i+1.
+var migrations = []func(ctx context.Context, tx pgx.Tx) error{
+	func(ctx context.Context, tx pgx.Tx) error {
+		for _, q := range []string{
+			`CREATE TABLE rendezvous_registrations (
+				ns      bytea  NOT NULL,
+				peer    bytea  NOT NULL,
+				record  bytea  NOT NULL,
+				expires bigint NOT NULL,
+				seq     bigint NOT NULL,
+				PRIMARY KEY (ns, peer)
+			)`,
+			`CREATE UNIQUE INDEX rendezvous_registrations_seq ON rendezvous_registrations (seq)`,
+			`CREATE INDEX rendezvous_registrations_ns_seq ON rendezvous_registrations (ns, seq)`,
+			`CREATE INDEX rendezvous_registrations_peer_expires ON rendezvous_registrations (peer, expires)`,
+			`CREATE INDEX rendezvous_registrations_expires ON rendezvous_registrations (expires)`,
+			`CREATE TABLE rendezvous_namespaces (ns bytea PRIMARY KEY, n bigint NOT NULL)`,
+			`CREATE TABLE rendezvous_counters (
+				id         integer PRIMARY KEY CHECK (id = 1),
+				seq        bigint  NOT NULL,
+				total      bigint  NOT NULL,
+				namespaces bigint  NOT NULL
+			)`,
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		// Like the memory store, start at the wall clock, so that cookies
+		// of a lost database still continue.
+		_, err := tx.Exec(ctx, `INSERT INTO rendezvous_counters (id, seq, total, namespaces) VALUES (1, $1, 0, 0)`, time.Now().UnixNano())
+		return err
+	},
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS rendezvous_schema_migrations (
+		version    integer     PRIMARY KEY,
+		applied_at timestamptz NOT NULL DEFAULT now()
+	)`); err != nil {
+		return err
+	}
+	var v int
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM rendezvous_schema_migrations`).Scan(&v); err != nil {
+		return err
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this program's %d", v, len(migrations))
+	}
+	for ; v < len(migrations); v++ {
+		if err := migrations[v](ctx, tx); err != nil {
+			return fmt.Errorf("to version %d: %w", v+1, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO rendezvous_schema_migrations (version) VALUES ($1)`, v+1); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// nanos is t in Unix nanoseconds, clamped to the int64 range.
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+func (s *Store) observe(now int64) {
+	for {
+		h := s.horizon.Load()
+		if now <= h || s.horizon.CompareAndSwap(h, now) {
+			return
+		}
+	}
+}
+
+// wrap classifies err: unreachable, failing or overloaded database, or a
+// timeout, is store.ErrUnavailable.
+func (s *Store) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code[:2] {
+		case "08", // connection exception
+			"40", // transaction rollback: serialization failure, deadlock
+			"53", // insufficient resources
+			"57", // operator intervention: shutdown, cancel, statement timeout
+			"58": // system error
+			return fmt.Errorf("postgres: %w: %w", store.ErrUnavailable, err)
+		}
+		return fmt.Errorf("postgres: %w", err)
+	}
+	if errors.Is(err, pgx.ErrNoRows) || errors.Is(err, pgx.ErrTooManyRows) {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	// Connecting, network and timeout errors.
+	return fmt.Errorf("postgres: %w: %w", store.ErrUnavailable, err)
+}
+
+// inTx runs fn in a READ COMMITTED transaction bounded by the op timeout.
+func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
+	defer cancel()
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		return fn(ctx, tx)
+	})
+	var lim limitError
+	if errors.As(err, &lim) {
+		return lim.error
+	}
+	return s.wrap(err)
+}
+
+// limitError is a refusal on a limit, returned as is.
+type limitError struct{ error }
+
+// counters is the locked row of rendezvous_counters.
+type counters struct{ seq, total, namespaces int64 }
+
+const lockCounters = `SELECT seq, total, namespaces FROM rendezvous_counters WHERE id = 1 FOR UPDATE`
+
+// Register implements store.Store.
+func (s *Store) Register(ctx context.Context, reg store.Registration, lim store.Limits, now time.Time) (uint64, error) {
+	n := nanos(now)
+	s.observe(n)
+	ns, p := []byte(reg.Namespace), []byte(reg.Peer)
+	var seq int64
+	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		// The lock that orders commits by seq: see the package doc.
+		var c counters
+		if err := tx.QueryRow(ctx, `UPDATE rendezvous_counters SET seq = seq + 1 WHERE id = 1
+			RETURNING seq, total, namespaces`).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
+			return err
+		}
+		var old *int64
+		var peerLive int64
+		if err := tx.QueryRow(ctx, `SELECT
+			(SELECT expires FROM rendezvous_registrations WHERE ns = $1 AND peer = $2),
+			(SELECT count(*) FROM rendezvous_registrations WHERE peer = $2 AND expires > $3)`,
+			ns, p, n).Scan(&old, &peerLive); err != nil {
+			return err
+		}
+		existing := old != nil
+		if !existing || *old <= n {
+			// A new live pair: the limits apply.
+			if lim.MaxRegistrationsPerPeer > 0 && peerLive >= int64(lim.MaxRegistrationsPerPeer) {
+				return limitError{store.ErrPeerLimit}
+			}
+			// The counters include expired rows not yet removed: when
+			// they say a limit is reached, remove what expired and look
+			// again.
+			if (lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations)) ||
+				(lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces)) {
+				for {
+					d, err := sweep(ctx, tx, n, 10000, &c)
+					if err != nil {
+						return err
+					}
+					if d < 10000 {
+						break
+					}
+				}
+				existing = existing && *old > n // an expired one is gone now
+				if lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations) {
+					return limitError{store.ErrFull}
+				}
+				if lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces) {
+					var ok bool
+					if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM rendezvous_namespaces WHERE ns = $1)`, ns).Scan(&ok); err != nil {
+						return err
+					}
+					if !ok {
+						return limitError{store.ErrFull}
+					}
+				}
+			}
+		}
+		exp := nanos(reg.Expires)
+		if existing {
+			if _, err := tx.Exec(ctx, `UPDATE rendezvous_registrations SET seq = $3, record = $4, expires = $5
+				WHERE ns = $1 AND peer = $2`, ns, p, c.seq, reg.Record, exp); err != nil {
+				return err
+			}
+		} else {
+			if _, err := tx.Exec(ctx, `WITH r AS (
+					INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq) VALUES ($1, $2, $3, $4, $5)
+				), n AS (
+					INSERT INTO rendezvous_namespaces AS t (ns, n) VALUES ($1, 1)
+					ON CONFLICT (ns) DO UPDATE SET n = t.n + 1 RETURNING t.n
+				)
+				UPDATE rendezvous_counters SET total = total + 1,
+					namespaces = namespaces + (SELECT CASE WHEN n.n = 1 THEN 1 ELSE 0 END FROM n)
+				WHERE id = 1`, ns, p, reg.Record, exp, c.seq); err != nil {
+				return err
+			}
+		}
+		seq = c.seq
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return uint64(seq), nil
+}
+
+// Unregister implements store.Store.
+func (s *Store) Unregister(ctx context.Context, ns string, p peer.ID) error {
+	return s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		var c counters
+		if err := tx.QueryRow(ctx, lockCounters).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `DELETE FROM rendezvous_registrations WHERE ns = $1 AND peer = $2 RETURNING ns`, []byte(ns), []byte(p))
+		if err != nil {
+			return err
+		}
+		_, err = removed(ctx, tx, rows, &c)
+		return err
+	})
+}
+
+// sweep deletes at most limit rows expired at now and updates the counters
+// c, which the caller's transaction has locked. It returns the rows deleted.
+func sweep(ctx context.Context, tx pgx.Tx, now int64, limit int, c *counters) (int, error) {
+	// = ANY (ARRAY(...)) keeps the plan on the seq index; an IN (subquery)
+	// may be planned as a scan of the whole table.
+	rows, err := tx.Query(ctx, `DELETE FROM rendezvous_registrations WHERE seq = ANY (ARRAY(
+		SELECT seq FROM rendezvous_registrations WHERE expires <= $1 ORDER BY expires LIMIT $2
+	)) RETURNING ns`, now, limit)
+	if err != nil {
+		return 0, err
+	}
+	return removed(ctx, tx, rows, c)
+}
+
+// removed reads the namespaces of the rows deleted and updates the
+// counters.
+func removed(ctx context.Context, tx pgx.Tx, rows pgx.Rows, c *counters) (int, error) {
+	per := map[string]int64{}
+	var deleted int64
+	for rows.Next() {
+		var ns []byte
+		if err := rows.Scan(&ns); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		per[string(ns)]++
+		deleted++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if deleted == 0 {
+		return 0, nil
+	}
+	names := make([][]byte, 0, len(per))
+	counts := make([]int64, 0, len(per))
+	for ns, k := range per {
+		names = append(names, []byte(ns))
+		counts = append(counts, k)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE rendezvous_namespaces AS t SET n = t.n - x.c
+		FROM unnest($1::bytea[], $2::bigint[]) AS x (ns, c) WHERE t.ns = x.ns`, names, counts); err != nil {
+		return 0, err
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM rendezvous_namespaces WHERE ns = ANY ($1::bytea[]) AND n <= 0`, names)
+	if err != nil {
+		return 0, err
+	}
+	gone := tag.RowsAffected()
+	if _, err := tx.Exec(ctx, `UPDATE rendezvous_counters SET total = total - $1, namespaces = namespaces - $2 WHERE id = 1`,
+		deleted, gone); err != nil {
+		return 0, err
+	}
+	c.total -= deleted
+	c.namespaces -= gone
+	return int(deleted), nil
+}
+
+// sweepBatch removes at most limit rows expired at now, in a transaction of
+// its own.
+func (s *Store) sweepBatch(ctx context.Context, now int64, limit int) (int, error) {
+	var d int
+	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		var c counters
+		if err := tx.QueryRow(ctx, lockCounters).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
+			return err
+		}
+		var err error
+		d, err = sweep(ctx, tx, now, limit, &c)
+		return err
+	})
+	return d, err
+}
+
+// Discover implements store.Store.
+func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	n := nanos(now)
+	s.observe(n)
+	if limit <= 0 || after >= math.MaxInt64 {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
+	defer cancel()
+	var rows pgx.Rows
+	var err error
+	if ns == "" {
+		rows, err = s.pool.Query(ctx, `SELECT ns, peer, record, expires, seq FROM rendezvous_registrations
+			WHERE seq > $1 AND expires > $2 ORDER BY seq LIMIT $3`, int64(after), n, limit)
+	} else {
+		rows, err = s.pool.Query(ctx, `SELECT ns, peer, record, expires, seq FROM rendezvous_registrations
+			WHERE ns = $1 AND seq > $2 AND expires > $3 ORDER BY seq LIMIT $4`, []byte(ns), int64(after), n, limit)
+	}
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	defer rows.Close()
+	var out []store.Registration
+	for rows.Next() {
+		var nsb, p, record []byte
+		var exp, seq int64
+		if err := rows.Scan(&nsb, &p, &record, &exp, &seq); err != nil {
+			return nil, s.wrap(err)
+		}
+		out = append(out, store.Registration{
+			Namespace: string(nsb), Peer: peer.ID(p), Record: record,
+			Expires: time.Unix(0, exp).UTC(), Seq: uint64(seq),
+		})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap(err)
+	}
+	return out, nil
+}
+
+// Stats implements store.Store. It first removes what has expired at now,
+// in bounded transactions, so that the counters it reads are exact.
+func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
+	n := nanos(now)
+	s.observe(n)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
+	defer cancel()
+	for {
+		d, err := s.sweepBatch(ctx, n, s.cfg.sweepBatch)
+		if err != nil {
+			return store.Stats{}, err
+		}
+		if d < s.cfg.sweepBatch {
+			break
+		}
+	}
+	var total, nss int64
+	if err := s.pool.QueryRow(ctx, `SELECT total, namespaces FROM rendezvous_counters WHERE id = 1`).Scan(&total, &nss); err != nil {
+		return store.Stats{}, s.wrap(err)
+	}
+	return store.Stats{Registrations: int(total), Namespaces: int(nss)}, nil
+}
+
+// Close implements store.Store: it stops the sweeper and closes the pool.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.quit)
+		s.wg.Wait()
+		s.pool.Close()
+	})
+	return nil
+}
+
+func (s *Store) sweepLoop() {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-s.quit; cancel() }()
+	for {
+		// Jitter spreads the sweeps of several points.
+		d := s.cfg.sweepInterval/2 + rand.N(s.cfg.sweepInterval)
+		select {
+		case <-s.quit:
+			return
+		case <-time.After(d):
+		}
+		h := s.horizon.Load()
+		if h == 0 {
+			continue
+		}
+		for {
+			n, err := s.sweepBatch(ctx, h, s.cfg.sweepBatch)
+			if err != nil || n < s.cfg.sweepBatch {
+				break
+			}
+		}
+	}
+}

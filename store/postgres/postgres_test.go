@@ -1,0 +1,756 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/postgres"
+	"github.com/rendezvous-p2p/rendezvous/store/storetest"
+)
+
+const dsnEnv = "RENDEZVOUS_TEST_POSTGRES_DSN"
+
+var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func testDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv(dsnEnv)
+	if dsn == "" {
+		t.Skipf("%s is not set: skipping PostgreSQL tests (e.g. %s=postgres://postgres@127.0.0.1:5432/test?sslmode=disable)", dsnEnv, dsnEnv)
+	}
+	return dsn
+}
+
+// newSchema creates a schema of its own for one test and drops it at the
+// end.
+func newSchema(t testing.TB) (dsn, schema string) {
+	t.Helper()
+	dsn = testDSN(t)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema = "rz_test_" + hex.EncodeToString(b)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", dsnEnv, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dropSchema(dsn, schema) })
+	return dsn, schema
+}
+
+func dropSchema(dsn, schema string) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	_, _ = conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+}
+
+func inSchema(schema string) postgres.Option {
+	return postgres.WithPoolConfig(func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["search_path"] = schema
+	})
+}
+
+func open(t testing.TB, dsn, schema string, opts ...postgres.Option) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), dsn, append([]postgres.Option{inSchema(schema)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	testDSN(t)
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) store.Store {
+		dsn, schema := newSchema(t)
+		return open(t, dsn, schema)
+	})
+}
+
+func pid(i int) peer.ID { return peer.ID(fmt.Sprintf("peer-%08d", i)) }
+
+func reg(ns string, p peer.ID, exp time.Time) store.Registration {
+	return store.Registration{Namespace: ns, Peer: p, Record: []byte("record of " + string(p)), Expires: exp}
+}
+
+// TestTwoPoints has two stores, two pools as two points, share a schema: what
+// one registers the other serves, and a cookie of one pages at the other.
+func TestTwoPoints(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	a, b := open(t, dsn, schema), open(t, dsn, schema)
+	ctx := context.Background()
+	s1, err := a.Register(ctx, reg("ns", pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	regs, err := b.Discover(ctx, "ns", 0, 10, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(regs) != 1 || regs[0].Peer != pid(1) || regs[0].Seq != s1 {
+		t.Fatalf("B discovers %v", regs)
+	}
+	s2, err := b.Register(ctx, reg("ns", pid(2), epoch.Add(time.Hour)), store.Limits{}, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2 <= s1 {
+		t.Fatalf("B's seq %d not above A's %d", s2, s1)
+	}
+	regs, err = b.Discover(ctx, "ns", s1, 10, epoch) // A's seq as a cookie at B
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(regs) != 1 || regs[0].Peer != pid(2) {
+		t.Fatalf("B from A's cookie: %v", regs)
+	}
+	if err := b.Unregister(ctx, "ns", pid(1)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.Stats(ctx, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st != (store.Stats{Registrations: 1, Namespaces: 1}) {
+		t.Fatalf("A's stats %+v", st)
+	}
+}
+
+// TestLimitsAcrossPoints has goroutines of two points race to exceed the
+// per-peer and total limits: the live counts never exceed them.
+func TestLimitsAcrossPoints(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	stores := []*postgres.Store{open(t, dsn, schema), open(t, dsn, schema)}
+	ctx := context.Background()
+	const perPeer, total, peers = 5, 23, 8
+	lim := store.Limits{MaxRegistrationsPerPeer: perPeer, MaxRegistrations: total}
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i, s := range stores {
+		for g := range 4 {
+			wg.Go(func() {
+				for k := range 30 {
+					p := pid((g + k) % peers)
+					_, err := s.Register(ctx, reg(fmt.Sprintf("ns-%d-%d", i, k), p, epoch.Add(time.Hour)), lim, epoch)
+					switch {
+					case err == nil:
+						ok.Add(1)
+					case errors.Is(err, store.ErrPeerLimit), errors.Is(err, store.ErrFull):
+					default:
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	regs, err := stores[0].Discover(ctx, "", 0, 1000, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[peer.ID]int{}
+	for _, r := range regs {
+		per[r.Peer]++
+	}
+	for p, n := range per {
+		if n > perPeer {
+			t.Errorf("%s has %d registrations, above %d", p, n, perPeer)
+		}
+	}
+	if len(regs) != total || ok.Load() != total {
+		t.Fatalf("%d registrations (%d accepted), want the total limit %d", len(regs), ok.Load(), total)
+	}
+	st, err := stores[1].Stats(ctx, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Registrations != total {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPeerCapAcrossPoints: one peer, two points, many goroutines, fresh
+// namespaces: exactly the cap is accepted.
+func TestPeerCapAcrossPoints(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	stores := []*postgres.Store{open(t, dsn, schema), open(t, dsn, schema)}
+	ctx := context.Background()
+	const perPeer = 7
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i, s := range stores {
+		for g := range 6 {
+			wg.Go(func() {
+				for k := range 10 {
+					_, err := s.Register(ctx, reg(fmt.Sprintf("ns-%d-%d-%d", i, g, k), pid(1), epoch.Add(time.Hour)),
+						store.Limits{MaxRegistrationsPerPeer: perPeer}, epoch)
+					if err == nil {
+						ok.Add(1)
+					} else if !errors.Is(err, store.ErrPeerLimit) {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	st, err := stores[0].Stats(ctx, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok.Load() != perPeer || st.Registrations != perPeer {
+		t.Fatalf("accepted %d, stored %d, want %d", ok.Load(), st.Registrations, perPeer)
+	}
+}
+
+// TestChainAcrossPoints has writers at four points (four pools) register
+// and refresh while a reader follows the cookie chain, alternating between
+// points: it must see every registration version exactly once, in
+// increasing seq, with none skipped.
+func TestChainAcrossPoints(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	var stores []*postgres.Store
+	for range 4 {
+		stores = append(stores, open(t, dsn, schema))
+	}
+	ctx := context.Background()
+	const writersPer, perWriter = 3, 40
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := map[uint64]string{}
+	for si, s := range stores {
+		for w := range writersPer {
+			wg.Go(func() {
+				for i := range perWriter {
+					// Every peer registers twice: the refresh moves it.
+					p := pid(((si*writersPer+w)*perWriter + i) / 2)
+					seq, err := s.Register(ctx, reg("ns", p, epoch.Add(time.Hour)), store.Limits{}, epoch)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					acked[seq] = string(p)
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	seen := map[uint64]bool{}
+	var after uint64
+	poll := func(i int) int {
+		regs, err := stores[i%len(stores)].Discover(ctx, "ns", after, 5, epoch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range regs {
+			if r.Seq <= after {
+				t.Fatalf("seq %d after cookie %d", r.Seq, after)
+			}
+			seen[r.Seq] = true
+			after = r.Seq
+		}
+		return len(regs)
+	}
+	// Before each poll, note what was acknowledged beyond the cookie: after
+	// it, what lies at or below the new cookie must have been returned,
+	// unless a later version replaced it (checked at the end).
+	var suspects []uint64
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+		default:
+			mu.Lock()
+			var before []uint64
+			for seq := range acked {
+				if seq > after {
+					before = append(before, seq)
+				}
+			}
+			mu.Unlock()
+			poll(i)
+			for _, seq := range before {
+				if seq <= after && !seen[seq] {
+					suspects = append(suspects, seq)
+				}
+			}
+			continue
+		}
+		break
+	}
+	for i := 0; poll(i) > 0; i++ {
+	}
+	// Every peer's last version must have been seen; no seq twice (map).
+	last := map[string]uint64{}
+	for seq, p := range acked {
+		last[p] = max(last[p], seq)
+	}
+	for _, seq := range suspects {
+		if p := acked[seq]; last[p] == seq {
+			t.Errorf("%s: seq %d, acknowledged before a Discover, passed over", p, seq)
+		}
+	}
+	for p, seq := range last {
+		if !seen[seq] {
+			t.Errorf("%s: last version seq %d never seen", p, seq)
+		}
+	}
+	if len(last) != len(stores)*writersPer*perWriter/2 {
+		t.Fatalf("%d peers", len(last))
+	}
+}
+
+// TestUnreachable opens against a closed port: the error is ErrUnavailable,
+// quickly.
+func TestUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	start := time.Now()
+	_, err = postgres.Open(context.Background(), "postgres://postgres@"+addr+"/x?sslmode=disable", postgres.WithOpTimeout(time.Second))
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Open: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Open took %v", d)
+	}
+}
+
+// proxy forwards TCP connections to the database; it can be cut.
+type proxy struct {
+	addr, target string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        map[net.Conn]bool
+	blackhole    bool
+}
+
+func (p *proxy) start(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln, p.addr = ln, ln.Addr().String()
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.conns[c] = true
+			hole := p.blackhole
+			p.mu.Unlock()
+			if hole {
+				continue // hold it, answer nothing
+			}
+			go func() {
+				d, err := net.Dial("tcp", p.target)
+				if err != nil {
+					c.Close()
+					return
+				}
+				p.mu.Lock()
+				p.conns[d] = true
+				p.mu.Unlock()
+				go func() { _, _ = io.Copy(d, c); d.Close() }()
+				_, _ = io.Copy(c, d)
+				c.Close()
+			}()
+		}
+	}()
+}
+
+// cut closes the listener and every connection.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ln.Close()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.conns = map[net.Conn]bool{}
+}
+
+// TestOutageAndRecovery cuts the database off: calls fail with
+// ErrUnavailable within the op timeout, whether connections are refused or
+// hang, and succeed again once the database is back, without reopening.
+func TestOutageAndRecovery(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := &proxy{addr: "127.0.0.1:0", target: net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))), conns: map[net.Conn]bool{}}
+	px.start(t)
+	t.Cleanup(px.cut)
+	host, port, _ := net.SplitHostPort(px.addr)
+	portN, _ := strconv.Atoi(port)
+	const timeout = 700 * time.Millisecond
+	s := open(t, dsn, schema, postgres.WithOpTimeout(timeout), postgres.WithPoolConfig(func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["search_path"] = schema
+		c.ConnConfig.Host, c.ConnConfig.Port, c.ConnConfig.Fallbacks = host, uint16(portN), nil
+	}))
+	ctx := context.Background()
+	if _, err := s.Register(ctx, reg("ns", pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string) {
+		t.Helper()
+		start := time.Now()
+		_, err := s.Register(ctx, reg("ns", pid(2), epoch.Add(time.Hour)), store.Limits{}, epoch)
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("%s: Register: %v, want ErrUnavailable", what, err)
+		}
+		_, err = s.Discover(ctx, "ns", 0, 10, epoch)
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("%s: Discover: %v, want ErrUnavailable", what, err)
+		}
+		if d := time.Since(start); d > 2*timeout+time.Second {
+			t.Fatalf("%s: two calls took %v", what, d)
+		}
+	}
+	px.cut()
+	check("refused")
+	px.mu.Lock()
+	px.blackhole = true
+	px.mu.Unlock()
+	px.start(t)
+	check("hanging")
+	px.cut()
+	px.mu.Lock()
+	px.blackhole = false
+	px.mu.Unlock()
+	px.start(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := s.Register(ctx, reg("ns", pid(2), epoch.Add(time.Hour)), store.Limits{}, epoch)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	regs, err := s.Discover(ctx, "ns", 0, 10, epoch)
+	if err != nil || len(regs) != 2 {
+		t.Fatalf("after recovery: %v %v", regs, err)
+	}
+}
+
+// TestConcurrentOpenAndReopen starts several points at once on a fresh
+// schema (the migrations must not race), then reopens: the sequence goes
+// on, even when its greatest registration was removed.
+func TestConcurrentOpenAndReopen(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	var wg sync.WaitGroup
+	stores := make([]*postgres.Store, 4)
+	for i := range stores {
+		wg.Go(func() {
+			s, err := postgres.Open(context.Background(), dsn, inSchema(schema))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			stores[i] = s
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	ctx := context.Background()
+	last, err := stores[0].Register(ctx, reg("ns", pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stores[1].Unregister(ctx, "ns", pid(1)); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stores {
+		s.Close()
+	}
+	s := open(t, dsn, schema)
+	seq, err := s.Register(ctx, reg("ns", pid(2), epoch.Add(time.Hour)), store.Limits{}, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq != last+1 {
+		t.Fatalf("seq %d after reopening, want %d", seq, last+1)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+schema+".rendezvous_schema_migrations").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d migrations recorded", n)
+	}
+}
+
+// TestSweeper checks that the background sweeper removes expired rows and
+// keeps the counters right.
+func TestSweeper(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	s := open(t, dsn, schema, postgres.WithSweepInterval(30*time.Millisecond), postgres.WithSweepBatch(7))
+	ctx := context.Background()
+	for i := range 60 {
+		ttl := time.Minute
+		if i%2 == 0 {
+			ttl = time.Hour
+		}
+		if _, err := s.Register(ctx, reg(fmt.Sprintf("ns%d", i%5), pid(i), epoch.Add(ttl)), store.Limits{}, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Discover(ctx, "ns0", 0, 1, epoch.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n, total, nss int
+		if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT (SELECT count(*) FROM %[1]s.rendezvous_registrations), total, namespaces
+			FROM %[1]s.rendezvous_counters`, schema)).Scan(&n, &total, &nss); err != nil {
+			t.Fatal(err)
+		}
+		if n == 30 {
+			if total != 30 || nss != 5 {
+				t.Fatalf("rows %d, counters %d %d", n, total, nss)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rows left, want 30", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Benchmarks.
+
+func benchNS(i int) string { return fmt.Sprintf("namespace-%04d", i) }
+
+// nsCount is the number of namespaces of a benchmark store of n: 1000
+// registrations in each, so that a page of 100 is there at every size.
+func nsCount(n int) int { return max(n/1000, 1) }
+
+func benchSizes() []int {
+	sizes := []int{1000, 100000}
+	if os.Getenv("RENDEZVOUS_BENCH_LARGE") == "1" {
+		sizes = append(sizes, 1000000)
+	}
+	return sizes
+}
+
+type populatedSchema struct {
+	schema string
+	seq0   uint64
+}
+
+var (
+	benchDSN     string
+	benchSchemas = map[string]populatedSchema{}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, p := range benchSchemas {
+		dropSchema(benchDSN, p.schema)
+	}
+	os.Exit(code)
+}
+
+// populated returns a schema holding n registrations, 1000 per namespace,
+// loaded with COPY, made once per size and purpose (the register benchmarks
+// add to theirs).
+func populated(b *testing.B, n int, purpose string) populatedSchema {
+	key := fmt.Sprint(purpose, n)
+	if p, ok := benchSchemas[key]; ok {
+		return p
+	}
+	dsn := testDSN(b)
+	benchDSN = dsn
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	schema := fmt.Sprintf("rz_bench_%d_%d", n, mrand.Int32())
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		b.Fatal(err)
+	}
+	benchSchemas[key] = populatedSchema{schema: schema}
+	s, err := postgres.Open(ctx, dsn, inSchema(schema), postgres.WithSweepInterval(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Close()
+	if _, err := conn.Exec(ctx, "SET search_path = "+schema); err != nil {
+		b.Fatal(err)
+	}
+	var seq0 int64
+	if err := conn.QueryRow(ctx, `SELECT seq FROM rendezvous_counters`).Scan(&seq0); err != nil {
+		b.Fatal(err)
+	}
+	record := make([]byte, 200)
+	exp := epoch.Add(24 * time.Hour).UnixNano()
+	i := 0
+	_, err = conn.CopyFrom(ctx, pgx.Identifier{"rendezvous_registrations"}, []string{"ns", "peer", "record", "expires", "seq"},
+		pgx.CopyFromFunc(func() ([]any, error) {
+			if i == n {
+				return nil, nil
+			}
+			row := []any{[]byte(benchNS(i % nsCount(n))), []byte(pid(i)), record, exp, seq0 + int64(i) + 1}
+			i++
+			return row, nil
+		}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO rendezvous_namespaces (ns, n) SELECT ns, count(*) FROM rendezvous_registrations GROUP BY ns`); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE rendezvous_counters SET seq = $1, total = $2, namespaces = $3`, seq0+int64(n), n, nsCount(n)); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `VACUUM ANALYZE rendezvous_registrations`); err != nil {
+		b.Fatal(err)
+	}
+	p := populatedSchema{schema: schema, seq0: uint64(seq0)}
+	benchSchemas[key] = p
+	return p
+}
+
+// BenchmarkRegister registers new peers one at a time, and from 16
+// goroutines (writes to one database are serialised).
+func BenchmarkRegister(b *testing.B) {
+	ctx := context.Background()
+	record := make([]byte, 200)
+	lim := store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 10_000_000}
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			p := populated(b, n, "register")
+			s := open(b, testDSN(b), p.schema, postgres.WithSweepInterval(0))
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				r := store.Registration{Namespace: benchNS(i % nsCount(n)), Peer: peer.ID(fmt.Sprintf("new-%d", mrand.Int64())), Record: record, Expires: epoch.Add(time.Hour)}
+				if _, err := s.Register(ctx, r, lim, epoch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("size=%d/parallel", n), func(b *testing.B) {
+			p := populated(b, n, "register")
+			s := open(b, testDSN(b), p.schema, postgres.WithSweepInterval(0))
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for i := 0; pb.Next(); i++ {
+					r := store.Registration{Namespace: benchNS(i % nsCount(n)), Peer: peer.ID(fmt.Sprintf("new-%d", mrand.Int64())), Record: record, Expires: epoch.Add(time.Hour)}
+					if _, err := s.Register(ctx, r, lim, epoch); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkDiscover100 discovers a page of 100 in one namespace from a
+// random cookie position.
+func BenchmarkDiscover100(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			p := populated(b, n, "discover")
+			s := open(b, testDSN(b), p.schema, postgres.WithSweepInterval(0))
+			b.ResetTimer()
+			for b.Loop() {
+				// Namespace 0 holds registrations 0, k, 2k...: start
+				// where 100 of them remain.
+				j := mrand.IntN(900)
+				regs, err := s.Discover(ctx, benchNS(0), p.seq0+uint64(j*nsCount(n)), 100, epoch)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(regs) != 100 {
+					b.Fatalf("page of %d", len(regs))
+				}
+			}
+		})
+	}
+}
+
+// TestNamespaceBytes: a namespace is kept byte for byte, a NUL included.
+func TestNamespaceBytes(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	s := open(t, dsn, schema)
+	ctx := context.Background()
+	for _, ns := range []string{"a\x00b", "ünïcødé/☃", "a"} {
+		if _, err := s.Register(ctx, reg(ns, pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
+			t.Fatal(err)
+		}
+		regs, err := s.Discover(ctx, ns, 0, 10, epoch)
+		if err != nil || len(regs) != 1 || regs[0].Namespace != ns {
+			t.Fatalf("%q: %v %v", ns, regs, err)
+		}
+	}
+}

@@ -1,0 +1,522 @@
+// Package sqlite is a durable, embedded store.Store kept in one SQLite
+// database file, in pure Go (modernc.org/sqlite, no cgo).
+//
+// # Durability
+//
+// The database runs in WAL mode with synchronous=FULL by default: every
+// commit fsyncs the write-ahead log, so a registration whose Register has
+// returned survives a crash of the process (SIGKILL) and also a crash of the
+// machine or a power loss. synchronous=NORMAL would survive a process crash
+// too (the WAL frames are in the operating system's cache once written) but
+// may lose the last commits on power loss; WithSynchronous("NORMAL") chooses
+// it. The cost of FULL, one fsync per commit, is shared between concurrent
+// writers by group commit (below).
+//
+// # Writes
+//
+// SQLite has one writer at a time, so every write (Register, Unregister,
+// expiry sweeps) goes to a single writer goroutine holding one connection.
+// The writer takes the requests that are waiting when it is free and applies
+// them, in order, in one transaction (group commit): N concurrent Registers
+// cost one fsync instead of N. Each request sees the effects of those before
+// it, so limits hold exactly; a request refused on a limit changes nothing.
+// Registers are acknowledged only after the transaction commits. Reads
+// (Discover, Stats) run on a pool of other connections and never wait for
+// the writer (WAL readers see the last committed snapshot). Each write
+// transaction is BEGIN IMMEDIATE and reads the counters afresh, so several
+// processes may open one file: SQLite's lock (waited for up to
+// WithBusyTimeout) serialises their writers.
+//
+// # Sequence
+//
+// The sequence counter is a row of the meta table, written in the same
+// transaction as the registrations it numbers, so it survives restarts and
+// never goes back, even when the registration holding the greatest sequence
+// number has been removed. A new database starts its sequence at the wall
+// clock in nanoseconds, like the memory store, so cookies handed out by an
+// earlier, lost database still continue. Since there is one writer at a
+// time and sequence numbers are assigned in commit order, every snapshot a
+// reader sees
+// holds every registration numbered below its greatest one: a Discover never
+// passes over an acknowledged registration.
+//
+// # Schema and cost
+//
+// The table regs is keyed by seq (the SQLite rowid), with a unique index on
+// (ns, peer) and indexes on (ns, seq), (peer, expires) and (expires):
+// Register and Unregister cost O(log n), a Discover of k results
+// O(log n + k) plus the expired rows not yet removed in its range. The meta
+// row keeps the number of rows and of namespaces (the table namespaces keeps
+// the rows of each), so limits are checked without counting the table. The
+// schema version is PRAGMA user_version; migrations run in one IMMEDIATE
+// transaction at Open.
+//
+// # Expiry
+//
+// Expired rows (Expires not after now) are never returned or counted; they
+// are deleted by a background sweeper in batches (WithSweepBatch) at every
+// WithSweepInterval, using the latest "now" any call has passed, and, when a
+// limit is about to refuse a registration or Stats is asked, up to that
+// call's now, so counters then hold exactly the live registrations.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/rendezvous-p2p/rendezvous/store"
+)
+
+// ErrClosed is returned by calls on a closed store.
+var ErrClosed = errors.New("sqlite store is closed")
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	synchronous   string
+	busyTimeout   time.Duration
+	readers       int
+	maxBatch      int
+	sweepInterval time.Duration
+	sweepBatch    int
+	mmapSize      int64
+	cacheKiB      int
+}
+
+func defaults() config {
+	return config{
+		synchronous:   "FULL",
+		busyTimeout:   5 * time.Second,
+		readers:       4,
+		maxBatch:      256,
+		sweepInterval: time.Minute,
+		sweepBatch:    1000,
+		mmapSize:      1 << 30,
+		cacheKiB:      16 << 10,
+	}
+}
+
+// WithSynchronous sets PRAGMA synchronous: "FULL" (the default; survives
+// power loss), "EXTRA", or "NORMAL" (survives a crash of the process but may
+// lose the last commits on power loss).
+func WithSynchronous(mode string) Option {
+	return func(c *config) { c.synchronous = strings.ToUpper(mode) }
+}
+
+// WithBusyTimeout sets how long a statement waits for a lock held by another
+// process using the same file (PRAGMA busy_timeout); default 5s.
+func WithBusyTimeout(d time.Duration) Option { return func(c *config) { c.busyTimeout = d } }
+
+// WithReaders sets the number of connections serving Discover and Stats;
+// default 4.
+func WithReaders(n int) Option { return func(c *config) { c.readers = n } }
+
+// WithMaxBatch bounds the writes committed together in one transaction;
+// default 256. 1 disables group commit.
+func WithMaxBatch(n int) Option { return func(c *config) { c.maxBatch = n } }
+
+// WithSweepInterval sets how often expired registrations are removed in the
+// background; default one minute. Zero or less disables the background
+// sweeper (expired rows are still never served, and are removed when a limit
+// or Stats needs it).
+func WithSweepInterval(d time.Duration) Option { return func(c *config) { c.sweepInterval = d } }
+
+// WithMemory sets the bytes of the database file memory-mapped for reading
+// (PRAGMA mmap_size; default 1 GiB, 0 disables) and the page cache of each
+// connection in KiB (PRAGMA cache_size; default 16 MiB).
+func WithMemory(mmapBytes int64, cacheKiB int) Option {
+	return func(c *config) { c.mmapSize, c.cacheKiB = mmapBytes, cacheKiB }
+}
+
+// WithSweepBatch bounds the rows one sweep transaction deletes; default 1000.
+func WithSweepBatch(n int) Option { return func(c *config) { c.sweepBatch = n } }
+
+// Store is a store.Store kept in a SQLite database file.
+type Store struct {
+	cfg  config
+	db   *sql.DB
+	w    *writer
+	ops  chan *op
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	// horizon is the greatest "now" (Unix nanoseconds) passed to any call:
+	// the background sweeper removes what expired before it.
+	horizon atomic.Int64
+
+	discoverNS  *sql.Stmt
+	discoverAll *sql.Stmt
+	stats       *sql.Stmt
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens the store in the SQLite database at path, creating the file and
+// its directory if needed, and migrates its schema to the current version.
+func Open(path string, opts ...Option) (*Store, error) {
+	cfg := defaults()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	switch cfg.synchronous {
+	case "FULL", "EXTRA", "NORMAL":
+	default:
+		return nil, fmt.Errorf("sqlite: unsupported synchronous mode %q", cfg.synchronous)
+	}
+	cfg.readers = max(cfg.readers, 1)
+	cfg.maxBatch = max(cfg.maxBatch, 1)
+	cfg.sweepBatch = max(cfg.sweepBatch, 1)
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+	}
+	q := url.Values{}
+	q.Set("_busy_timeout", fmt.Sprint(cfg.busyTimeout.Milliseconds()))
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", cfg.synchronous)
+	// Reads go through a memory map rather than a read system call per
+	// page, and each connection caches more pages than the 2 MiB default.
+	q["_pragma"] = []string{fmt.Sprintf("mmap_size(%d)", cfg.mmapSize), fmt.Sprintf("cache_size(%d)", -cfg.cacheKiB)}
+	db, err := sql.Open("sqlite", path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	db.SetMaxOpenConns(cfg.readers + 1)
+	db.SetMaxIdleConns(cfg.readers + 1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	s := &Store{cfg: cfg, db: db, ops: make(chan *op), quit: make(chan struct{})}
+	if err := s.init(); err != nil {
+		if s.w != nil {
+			s.w.close()
+		}
+		_ = db.Close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.writeLoop()
+	if cfg.sweepInterval > 0 {
+		s.wg.Add(1)
+		go s.sweepLoop()
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	ctx := context.Background()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		_ = conn.Close()
+		return fmt.Errorf("sqlite: journal mode is %q, not WAL", mode)
+	}
+	if err := migrate(ctx, conn); err != nil {
+		_ = conn.Close()
+		return err
+	}
+	s.w, err = newWriter(ctx, conn)
+	if err != nil {
+		return err
+	}
+	prep := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = s.db.PrepareContext(ctx, q)
+		return st
+	}
+	// INDEXED BY and the unary + keep the planner on the (ns, seq) index and
+	// on the seq order, whatever the statistics say.
+	s.discoverNS = prep(`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_ns_seq
+		WHERE ns = ? AND seq > ? AND +expires > ? ORDER BY seq LIMIT ?`)
+	s.discoverAll = prep(`SELECT seq, ns, peer, record, expires FROM regs
+		WHERE seq > ? AND +expires > ? ORDER BY seq LIMIT ?`)
+	s.stats = prep(`SELECT total, namespaces FROM meta WHERE id = 1`)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	return nil
+}
+
+// migrations are the schema versions in order; migration i brings
+// PRAGMA user_version from i to i+1.
+var migrations = []func(ctx context.Context, c *sql.Conn) error{
+	func(ctx context.Context, c *sql.Conn) error {
+		stmts := []string{
+			`CREATE TABLE regs (
+				seq     INTEGER PRIMARY KEY,
+				ns      TEXT    NOT NULL,
+				peer    BLOB    NOT NULL,
+				record  BLOB    NOT NULL,
+				expires INTEGER NOT NULL
+			)`,
+			`CREATE UNIQUE INDEX regs_key ON regs (ns, peer)`,
+			`CREATE INDEX regs_ns_seq ON regs (ns, seq)`,
+			`CREATE INDEX regs_peer_expires ON regs (peer, expires)`,
+			`CREATE INDEX regs_expires ON regs (expires)`,
+			`CREATE TABLE namespaces (ns TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID`,
+			`CREATE TABLE meta (
+				id         INTEGER PRIMARY KEY CHECK (id = 1),
+				seq        INTEGER NOT NULL,
+				total      INTEGER NOT NULL,
+				namespaces INTEGER NOT NULL
+			)`,
+		}
+		for _, q := range stmts {
+			if _, err := c.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		_, err := c.ExecContext(ctx, `INSERT INTO meta (id, seq, total, namespaces) VALUES (1, ?, 0, 0)`, time.Now().UnixNano())
+		return err
+	},
+}
+
+func migrate(ctx context.Context, c *sql.Conn) (err error) {
+	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_, _ = c.ExecContext(ctx, "ROLLBACK")
+			err = fmt.Errorf("sqlite: migrate: %w", err)
+		}
+	}()
+	var v int
+	if err := c.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return err
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this program's %d", v, len(migrations))
+	}
+	for ; v < len(migrations); v++ {
+		if err := migrations[v](ctx, c); err != nil {
+			return fmt.Errorf("to version %d: %w", v+1, err)
+		}
+		if _, err := c.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+			return err
+		}
+	}
+	_, err = c.ExecContext(ctx, "COMMIT")
+	return err
+}
+
+// nanos is t in Unix nanoseconds, clamped to the int64 range.
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+func (s *Store) observe(now int64) {
+	for {
+		h := s.horizon.Load()
+		if now <= h || s.horizon.CompareAndSwap(h, now) {
+			return
+		}
+	}
+}
+
+// Register implements store.Store.
+func (s *Store) Register(ctx context.Context, reg store.Registration, limits store.Limits, now time.Time) (uint64, error) {
+	n := nanos(now)
+	s.observe(n)
+	o := &op{kind: opRegister, ctx: ctx, reg: reg, limits: limits, now: n}
+	if err := s.submit(ctx, o); err != nil {
+		return 0, err
+	}
+	return o.seq, nil
+}
+
+// Unregister implements store.Store.
+func (s *Store) Unregister(ctx context.Context, ns string, p peer.ID) error {
+	return s.submit(ctx, &op{kind: opUnregister, ctx: ctx, reg: store.Registration{Namespace: ns, Peer: p}})
+}
+
+// Discover implements store.Store.
+func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	n := nanos(now)
+	s.observe(n)
+	if limit <= 0 || after >= math.MaxInt64 {
+		return nil, nil
+	}
+	var rows *sql.Rows
+	var err error
+	if ns == "" {
+		rows, err = s.discoverAll.QueryContext(ctx, int64(after), n, limit)
+	} else {
+		rows, err = s.discoverNS.QueryContext(ctx, ns, int64(after), n, limit)
+	}
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	defer rows.Close()
+	var out []store.Registration
+	for rows.Next() {
+		var r store.Registration
+		var seq, exp int64
+		var p []byte
+		if err := rows.Scan(&seq, &r.Namespace, &p, &r.Record, &exp); err != nil {
+			return nil, s.wrap(err)
+		}
+		r.Peer, r.Seq, r.Expires = peer.ID(p), uint64(seq), time.Unix(0, exp).UTC()
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap(err)
+	}
+	return out, nil
+}
+
+// Stats implements store.Store. It first removes what has expired at now,
+// in bounded transactions, so that the counters it reads are exact.
+func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
+	n := nanos(now)
+	s.observe(n)
+	for {
+		o := &op{kind: opSweep, ctx: ctx, now: n, limit: s.cfg.sweepBatch}
+		if err := s.submit(ctx, o); err != nil {
+			return store.Stats{}, err
+		}
+		if o.deleted < s.cfg.sweepBatch {
+			break
+		}
+	}
+	var st store.Stats
+	if err := s.stats.QueryRowContext(ctx).Scan(&st.Registrations, &st.Namespaces); err != nil {
+		return store.Stats{}, s.wrap(err)
+	}
+	return st, nil
+}
+
+// Close implements store.Store: it waits for the writes in progress, stops
+// the writer and the sweeper and closes the database.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.quit)
+		s.wg.Wait()
+		s.w.close()
+		for _, st := range []*sql.Stmt{s.discoverNS, s.discoverAll, s.stats} {
+			_ = st.Close()
+		}
+		err = s.db.Close()
+	})
+	return err
+}
+
+func (s *Store) wrap(err error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return fmt.Errorf("sqlite: %w", err)
+}
+
+// submit hands o to the writer and waits for its result.
+func (s *Store) submit(ctx context.Context, o *op) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	o.done = make(chan struct{})
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.quit:
+		return ErrClosed
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-ctx.Done():
+		// The write may still be committed.
+		return ctx.Err()
+	}
+}
+
+func (s *Store) writeLoop() {
+	defer s.wg.Done()
+	batch := make([]*op, 0, s.cfg.maxBatch)
+	for {
+		var first *op
+		select {
+		case first = <-s.ops:
+		case <-s.quit:
+			return
+		}
+		batch = append(batch[:0], first)
+	drain:
+		for len(batch) < s.cfg.maxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		s.w.run(batch)
+		for i := range batch {
+			batch[i] = nil
+		}
+	}
+}
+
+func (s *Store) sweepLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		h := s.horizon.Load()
+		if h == 0 {
+			continue
+		}
+		// One batch per transaction, so requests wait at most one batch.
+		for {
+			o := &op{kind: opSweep, ctx: context.Background(), now: h, limit: s.cfg.sweepBatch}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			err := s.submit(ctx, o)
+			cancel()
+			if err != nil || o.deleted < s.cfg.sweepBatch {
+				break
+			}
+		}
+	}
+}

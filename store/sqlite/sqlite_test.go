@@ -1,0 +1,494 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/sqlite"
+	"github.com/rendezvous-p2p/rendezvous/store/storetest"
+)
+
+var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func open(t testing.TB, path string, opts ...sqlite.Option) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(path, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return open(t, filepath.Join(t.TempDir(), "sub", "dir", "rz.db"))
+	})
+}
+
+func TestConformanceNoGroupCommit(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return open(t, filepath.Join(t.TempDir(), "rz.db"), sqlite.WithMaxBatch(1), sqlite.WithSynchronous("NORMAL"))
+	})
+}
+
+func pid(i int) peer.ID { return peer.ID(fmt.Sprintf("peer-%08d", i)) }
+
+func reg(ns string, p peer.ID, exp time.Time) store.Registration {
+	return store.Registration{Namespace: ns, Peer: p, Record: []byte("record of " + string(p)), Expires: exp}
+}
+
+// TestReopenKeepsEverything closes and reopens the file: the registrations
+// are all there and the sequence continues from a cookie taken before, with
+// neither repeats nor gaps, even when the last registration was removed.
+func TestReopenKeepsEverything(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rz.db")
+	s := open(t, path)
+	var last uint64
+	for i := range 50 {
+		seq, err := s.Register(ctx, reg(fmt.Sprintf("ns%d", i%3), pid(i), epoch.Add(time.Hour)), store.Limits{}, epoch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = seq
+	}
+	// Remove the greatest: a restarted store must not hand out its seq again.
+	if err := s.Unregister(ctx, "ns1", pid(49)); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.Discover(ctx, "", 0, 100, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cookie := before[len(before)-1].Seq
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(ctx, reg("x", pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err == nil {
+		t.Fatal("Register after Close succeeded")
+	}
+
+	s = open(t, path)
+	defer s.Close()
+	after, err := s.Discover(ctx, "", 0, 100, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("after reopening:\n%v\nwant\n%v", after, before)
+	}
+	st, err := s.Stats(ctx, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st != (store.Stats{Registrations: 49, Namespaces: 3}) {
+		t.Fatalf("stats %+v", st)
+	}
+	seq, err := s.Register(ctx, reg("ns0", pid(100), epoch.Add(time.Hour)), store.Limits{}, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq != last+1 {
+		t.Fatalf("first seq after reopening %d, want %d", seq, last+1)
+	}
+	regs, err := s.Discover(ctx, "", cookie, 100, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(regs) != 1 || regs[0].Peer != pid(100) || regs[0].Seq != seq {
+		t.Fatalf("from the old cookie: %v", regs)
+	}
+}
+
+// TestGroupCommitLimits has many goroutines register at once, so that the
+// writer batches them: the per-peer and total limits still hold exactly.
+func TestGroupCommitLimits(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rz.db"), sqlite.WithSynchronous("NORMAL"))
+	defer s.Close()
+	lim := store.Limits{MaxRegistrationsPerPeer: 3, MaxRegistrations: 40}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seqs := map[uint64]bool{}
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 20 {
+				seq, err := s.Register(ctx, reg(fmt.Sprintf("ns%d", i), pid(g), epoch.Add(time.Hour)), lim, epoch)
+				if err != nil {
+					continue
+				}
+				mu.Lock()
+				if seqs[seq] {
+					t.Errorf("seq %d twice", seq)
+				}
+				seqs[seq] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	st, err := s.Stats(ctx, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Registrations != 40 {
+		t.Fatalf("%d registrations, want the total cap 40", st.Registrations)
+	}
+	for g := range 16 {
+		var n int
+		regs, _ := s.Discover(ctx, "", 0, 1000, epoch)
+		for _, r := range regs {
+			if r.Peer == pid(g) {
+				n++
+			}
+		}
+		if n > 3 {
+			t.Fatalf("peer %d has %d registrations", g, n)
+		}
+	}
+}
+
+// TestSweeper checks that the background sweeper removes expired rows and
+// keeps the counters right.
+func TestSweeper(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rz.db")
+	s := open(t, path, sqlite.WithSweepInterval(20*time.Millisecond), sqlite.WithSweepBatch(7))
+	defer s.Close()
+	for i := range 100 {
+		ttl := time.Minute
+		if i%2 == 0 {
+			ttl = time.Hour
+		}
+		if _, err := s.Register(ctx, reg(fmt.Sprintf("ns%d", i%5), pid(i), epoch.Add(ttl)), store.Limits{}, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Let the sweeper see a later now.
+	if _, err := s.Discover(ctx, "ns0", 0, 1, epoch.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n, total, nss int
+		if err := db.QueryRow(`SELECT (SELECT count(*) FROM regs), total, namespaces FROM meta`).Scan(&n, &total, &nss); err != nil {
+			t.Fatal(err)
+		}
+		if n == 50 {
+			if total != 50 || nss != 5 {
+				t.Fatalf("rows %d, counters %d %d", n, total, nss)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rows left, want 50", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestQueryPlans checks that Discover and the limit checks use the indexes.
+func TestQueryPlans(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rz.db")
+	s := open(t, path)
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for q, want := range map[string]string{
+		`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_ns_seq WHERE ns = ? AND seq > ? AND +expires > ? ORDER BY seq LIMIT ?`: "regs_ns_seq (ns=? AND seq>?)",
+		`SELECT seq, ns, peer, record, expires FROM regs WHERE seq > ? AND +expires > ? ORDER BY seq LIMIT ?`:                                   "INTEGER PRIMARY KEY (rowid>?)",
+		`SELECT count(*) FROM regs WHERE peer = ? AND expires > ?`:                                                                              "regs_peer_expires (peer=? AND expires>?)",
+		`SELECT expires FROM regs WHERE ns = ? AND peer = ?`:                                                                                    "regs_key (ns=? AND peer=?)",
+		`SELECT seq FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?`:                                                                      "regs_expires (expires<?)",
+	} {
+		rows, err := db.Query("EXPLAIN QUERY PLAN "+q, "a", 1, 2, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		got := strings.Join(plan, "; ")
+		if !strings.Contains(got, want) || strings.Contains(got, "TEMP B-TREE") {
+			t.Errorf("%s:\nplan %s\nwant %s", q, got, want)
+		}
+	}
+}
+
+// populate fills path with n registrations, 1000 per namespace, in one
+// transaction, bypassing the store, then opens the store on it.
+func populate(b *testing.B, path string, n int) {
+	b.Helper()
+	s := open(b, path, sqlite.WithSynchronous("NORMAL"))
+	s.Close()
+	db, err := sql.Open("sqlite", path+"?_journal_mode=WAL&_synchronous=OFF")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var seq0 int64
+	if err := tx.QueryRow(`SELECT seq FROM meta`).Scan(&seq0); err != nil {
+		b.Fatal(err)
+	}
+	ins, err := tx.Prepare(`INSERT INTO regs (seq, ns, peer, record, expires) VALUES (?, ?, ?, ?, ?)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	record := make([]byte, 200)
+	exp := epoch.Add(24 * time.Hour).UnixNano()
+	for i := range n {
+		if _, err := ins.Exec(seq0+int64(i)+1, benchNS(i%nsCount(n)), []byte(pid(i)), record, exp); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range nsCount(n) {
+		if _, err := tx.Exec(`INSERT INTO namespaces (ns, n) VALUES (?, ?)`, benchNS(i), (n-i+nsCount(n)-1)/nsCount(n)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := tx.Exec(`UPDATE meta SET seq = ?, total = ?, namespaces = ?`, seq0+int64(n), n, nsCount(n)); err != nil {
+		b.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func benchNS(i int) string { return fmt.Sprintf("namespace-%04d", i) }
+
+// nsCount is the number of namespaces of a benchmark store of n: 1000
+// registrations in each, so that a page of 100 is there at every size.
+func nsCount(n int) int { return max(n/1000, 1) }
+
+func benchSizes(b *testing.B) []int {
+	sizes := []int{1000, 100000}
+	if os.Getenv("RENDEZVOUS_BENCH_LARGE") == "1" {
+		sizes = append(sizes, 1000000)
+	}
+	return sizes
+}
+
+// cache keeps a populated file per size across sub-benchmark runs.
+var cache = map[int]string{}
+
+func populated(b *testing.B, n int) string {
+	if p, ok := cache[n]; ok {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "rz-bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := filepath.Join(dir, "rz.db")
+	populate(b, p, n)
+	cache[n] = p
+	return p
+}
+
+// fresh copies the populated file of size n for a benchmark that writes.
+func fresh(b *testing.B, n int) string {
+	src, err := os.ReadFile(populated(b, n))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := filepath.Join(b.TempDir(), "rz.db")
+	if err := os.WriteFile(p, src, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, p := range cache {
+		os.RemoveAll(filepath.Dir(p))
+	}
+	os.Exit(code)
+}
+
+// BenchmarkRegister registers new peers one at a time (synchronous=FULL),
+// and in parallel (group commit).
+func BenchmarkRegister(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range benchSizes(b) {
+		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			s := open(b, fresh(b, n), sqlite.WithSweepInterval(0))
+			defer s.Close()
+			record := make([]byte, 200)
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				r := store.Registration{Namespace: benchNS(i % nsCount(n)), Peer: peer.ID(fmt.Sprintf("new-%d-%d", n, rand.Int64())), Record: record, Expires: epoch.Add(time.Hour)}
+				if _, err := s.Register(ctx, r, store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 10_000_000}, epoch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("size=%d/parallel", n), func(b *testing.B) {
+			s := open(b, fresh(b, n), sqlite.WithSweepInterval(0))
+			defer s.Close()
+			record := make([]byte, 200)
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for i := 0; pb.Next(); i++ {
+					r := store.Registration{Namespace: benchNS(i % nsCount(n)), Peer: peer.ID(fmt.Sprintf("new-%d-%d", n, rand.Int64())), Record: record, Expires: epoch.Add(time.Hour)}
+					if _, err := s.Register(ctx, r, store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 10_000_000}, epoch); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkDiscover100 discovers a page of 100 in one namespace from a
+// random cookie position.
+func BenchmarkDiscover100(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range benchSizes(b) {
+		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			s := open(b, populated(b, n), sqlite.WithSweepInterval(0))
+			defer s.Close()
+			first, err := s.Discover(ctx, "", 0, 1, epoch)
+			if err != nil || len(first) == 0 {
+				b.Fatal(err)
+			}
+			seq0 := first[0].Seq - 1
+			b.ResetTimer()
+			for b.Loop() {
+				// Namespace 0 holds registrations 0, k, 2k...: start
+				// where 100 of them remain.
+				j := rand.IntN(900)
+				regs, err := s.Discover(ctx, benchNS(0), seq0+uint64(j*nsCount(n)), 100, epoch)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(regs) != 100 {
+					b.Fatalf("page of %d", len(regs))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkReopen measures the time from Open to the first Discover served,
+// on a store of each size.
+func BenchmarkReopen(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range benchSizes(b) {
+		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			p := populated(b, n)
+			b.ResetTimer()
+			for b.Loop() {
+				s := open(b, p, sqlite.WithSweepInterval(0))
+				regs, err := s.Discover(ctx, benchNS(0), 0, 100, epoch)
+				if err != nil || len(regs) == 0 {
+					b.Fatal(err, len(regs))
+				}
+				b.StopTimer()
+				s.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// TestNamespaceBytes: a namespace is kept byte for byte, a NUL included.
+func TestNamespaceBytes(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "rz.db"))
+	defer s.Close()
+	ctx := context.Background()
+	for _, ns := range []string{"a\x00b", "ünïcødé/☃", "a"} {
+		if _, err := s.Register(ctx, reg(ns, pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
+			t.Fatal(err)
+		}
+		regs, err := s.Discover(ctx, ns, 0, 10, epoch)
+		if err != nil || len(regs) != 1 || regs[0].Namespace != ns {
+			t.Fatalf("%q: %v %v", ns, regs, err)
+		}
+	}
+	regs, err := s.Discover(ctx, "a", 0, 10, epoch)
+	if err != nil || len(regs) != 1 {
+		t.Fatalf("%v %v", regs, err)
+	}
+}
+
+// TestTwoStoresOneFile has two stores, as two processes would, write to one
+// file at once: sequence numbers stay unique, each store's grow, and the
+// total limit holds across both.
+func TestTwoStoresOneFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rz.db")
+	a := open(t, path, sqlite.WithSynchronous("NORMAL"))
+	defer a.Close()
+	b := open(t, path, sqlite.WithSynchronous("NORMAL"))
+	defer b.Close()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seqs := map[uint64]bool{}
+	for i, s := range []*sqlite.Store{a, b, a, b} {
+		wg.Go(func() {
+			var last uint64
+			for k := range 50 {
+				seq, err := s.Register(ctx, reg("ns", pid(i*100+k), epoch.Add(time.Hour)), store.Limits{MaxRegistrations: 150}, epoch)
+				if errors.Is(err, store.ErrFull) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if seq <= last {
+					t.Errorf("seq %d after %d", seq, last)
+				}
+				last = seq
+				mu.Lock()
+				if seqs[seq] {
+					t.Errorf("seq %d twice", seq)
+				}
+				seqs[seq] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	st, err := b.Stats(ctx, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Registrations != 150 || len(seqs) != 150 {
+		t.Fatalf("stats %+v, %d accepted, want the limit 150", st, len(seqs))
+	}
+}

@@ -1,0 +1,300 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/rendezvous-p2p/rendezvous/store"
+)
+
+type opKind int
+
+const (
+	opRegister opKind = iota
+	opUnregister
+	opSweep
+)
+
+// op is one write handed to the writer goroutine.
+type op struct {
+	kind   opKind
+	ctx    context.Context
+	reg    store.Registration // Register; Namespace and Peer for Unregister
+	limits store.Limits
+	now    int64 // Unix nanoseconds
+	limit  int   // sweep batch
+
+	// Results, valid once done is closed.
+	seq     uint64
+	deleted int
+	err     error
+	done    chan struct{}
+}
+
+// meta mirrors the meta row within a write transaction.
+type meta struct {
+	seq, total, namespaces int64
+}
+
+// writer owns the write connection and its prepared statements. Only the
+// writer goroutine uses it.
+type writer struct {
+	conn  *sql.Conn
+	meta  meta
+	stmts []*sql.Stmt
+
+	getKey, peerLive, nsExists                 *sql.Stmt
+	insert, replace, remove, sweep             *sql.Stmt
+	nsIncr, nsDecr, nsDelete, putMeta, getMeta *sql.Stmt
+}
+
+func newWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
+	w := &writer{conn: conn}
+	var err error
+	prep := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = conn.PrepareContext(ctx, q)
+		if err == nil {
+			w.stmts = append(w.stmts, st)
+		}
+		return st
+	}
+	w.getKey = prep(`SELECT expires FROM regs WHERE ns = ? AND peer = ?`)
+	w.peerLive = prep(`SELECT count(*) FROM regs WHERE peer = ? AND expires > ?`)
+	w.nsExists = prep(`SELECT count(*) FROM namespaces WHERE ns = ?`)
+	w.insert = prep(`INSERT INTO regs (seq, ns, peer, record, expires) VALUES (?, ?, ?, ?, ?)`)
+	w.replace = prep(`UPDATE regs SET seq = ?, record = ?, expires = ? WHERE ns = ? AND peer = ?`)
+	w.remove = prep(`DELETE FROM regs WHERE ns = ? AND peer = ? RETURNING ns`)
+	w.sweep = prep(`DELETE FROM regs WHERE seq IN
+		(SELECT seq FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?) RETURNING ns`)
+	w.nsIncr = prep(`INSERT INTO namespaces (ns, n) VALUES (?, 1)
+		ON CONFLICT (ns) DO UPDATE SET n = n + 1 RETURNING n`)
+	w.nsDecr = prep(`UPDATE namespaces SET n = n - ? WHERE ns = ? RETURNING n`)
+	w.nsDelete = prep(`DELETE FROM namespaces WHERE ns = ?`)
+	w.putMeta = prep(`UPDATE meta SET seq = ?, total = ?, namespaces = ? WHERE id = 1`)
+	w.getMeta = prep(`SELECT seq, total, namespaces FROM meta WHERE id = 1`)
+	if err == nil {
+		err = w.load()
+	}
+	if err != nil {
+		w.close()
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	return w, nil
+}
+
+func (w *writer) load() error {
+	return w.getMeta.QueryRow().Scan(&w.meta.seq, &w.meta.total, &w.meta.namespaces)
+}
+
+func (w *writer) close() {
+	for _, st := range w.stmts {
+		_ = st.Close()
+	}
+	_ = w.conn.Close()
+}
+
+// errLimit marks the errors of a request that leave the transaction usable.
+type errLimit struct{ error }
+
+func (e errLimit) Unwrap() error { return e.error }
+
+// run applies batch in one transaction and answers every op in it.
+func (w *writer) run(batch []*op) {
+	ctx := context.Background()
+	var saved meta
+	fail := func(err error) {
+		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+		for _, o := range batch {
+			if o.err == nil {
+				o.err = fmt.Errorf("sqlite: %w", err)
+			}
+			o.seq = 0
+			close(o.done)
+		}
+	}
+	if _, err := w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		fail(err)
+		return
+	}
+	// Another process may have written to the file since the last batch:
+	// read the counters inside the write lock.
+	if err := w.load(); err != nil {
+		fail(err)
+		return
+	}
+	saved = w.meta
+	for _, o := range batch {
+		if err := o.ctx.Err(); err != nil {
+			o.err = err // abandoned before it started: do nothing
+			continue
+		}
+		err := w.apply(o)
+		var lim errLimit
+		switch {
+		case err == nil:
+		case errors.As(err, &lim):
+			o.err = lim.error
+		default:
+			fail(err)
+			return
+		}
+	}
+	if w.meta != saved {
+		if _, err := w.putMeta.Exec(w.meta.seq, w.meta.total, w.meta.namespaces); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if _, err := w.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		fail(err)
+		return
+	}
+	for _, o := range batch {
+		close(o.done)
+	}
+}
+
+func (w *writer) apply(o *op) error {
+	switch o.kind {
+	case opRegister:
+		return w.register(o)
+	case opUnregister:
+		rows, err := w.remove.Query(o.reg.Namespace, []byte(o.reg.Peer))
+		if err != nil {
+			return err
+		}
+		return w.removed(rows, &o.deleted)
+	case opSweep:
+		return w.sweepTo(o.now, o.limit, &o.deleted)
+	}
+	return fmt.Errorf("unknown op %d", o.kind)
+}
+
+func (w *writer) register(o *op) error {
+	r, lim, now := o.reg, o.limits, o.now
+	p := []byte(r.Peer)
+	var old int64
+	existing := true
+	switch err := w.getKey.QueryRow(r.Namespace, p).Scan(&old); {
+	case errors.Is(err, sql.ErrNoRows):
+		existing = false
+	case err != nil:
+		return err
+	}
+	if !existing || old <= now {
+		// A new live pair: the limits apply.
+		if lim.MaxRegistrationsPerPeer > 0 {
+			var n int
+			if err := w.peerLive.QueryRow(p, now).Scan(&n); err != nil {
+				return err
+			}
+			if n >= lim.MaxRegistrationsPerPeer {
+				return errLimit{store.ErrPeerLimit}
+			}
+		}
+		// The counters include expired rows not yet removed: when they
+		// say a limit is reached, remove what expired and look again.
+		if (lim.MaxRegistrations > 0 && w.meta.total >= int64(lim.MaxRegistrations)) ||
+			(lim.MaxNamespaces > 0 && w.meta.namespaces >= int64(lim.MaxNamespaces)) {
+			var d int
+			for {
+				before := d
+				if err := w.sweepTo(now, 10000, &d); err != nil {
+					return err
+				}
+				if d-before < 10000 {
+					break
+				}
+			}
+			existing = existing && old > now // an expired one is gone now
+			if lim.MaxRegistrations > 0 && w.meta.total >= int64(lim.MaxRegistrations) {
+				return errLimit{store.ErrFull}
+			}
+			if lim.MaxNamespaces > 0 && w.meta.namespaces >= int64(lim.MaxNamespaces) {
+				var n int
+				if err := w.nsExists.QueryRow(r.Namespace).Scan(&n); err != nil {
+					return err
+				}
+				if n == 0 {
+					return errLimit{store.ErrFull}
+				}
+			}
+		}
+	}
+	if w.meta.seq == math.MaxInt64 {
+		return errors.New("sequence exhausted")
+	}
+	seq := w.meta.seq + 1
+	exp := nanos(r.Expires)
+	if existing {
+		if _, err := w.replace.Exec(seq, r.Record, exp, r.Namespace, p); err != nil {
+			return err
+		}
+	} else {
+		if _, err := w.insert.Exec(seq, r.Namespace, p, r.Record, exp); err != nil {
+			return err
+		}
+		var n int64
+		if err := w.nsIncr.QueryRow(r.Namespace).Scan(&n); err != nil {
+			return err
+		}
+		w.meta.total++
+		if n == 1 {
+			w.meta.namespaces++
+		}
+	}
+	w.meta.seq = seq
+	o.seq = uint64(seq)
+	return nil
+}
+
+// sweepTo deletes at most limit rows expired at now, adding their number to
+// *deleted.
+func (w *writer) sweepTo(now int64, limit int, deleted *int) error {
+	rows, err := w.sweep.Query(now, limit)
+	if err != nil {
+		return err
+	}
+	return w.removed(rows, deleted)
+}
+
+// removed reads the namespaces of deleted rows and updates the counters.
+func (w *writer) removed(rows *sql.Rows, deleted *int) error {
+	per := map[string]int64{}
+	for rows.Next() {
+		var ns string
+		if err := rows.Scan(&ns); err != nil {
+			_ = rows.Close()
+			return err
+		}
+		per[ns]++
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for ns, k := range per {
+		var n int64
+		if err := w.nsDecr.QueryRow(k, ns).Scan(&n); err != nil {
+			return err
+		}
+		if n <= 0 {
+			if _, err := w.nsDelete.Exec(ns); err != nil {
+				return err
+			}
+			w.meta.namespaces--
+		}
+		w.meta.total -= k
+		*deleted += int(k)
+	}
+	return nil
+}
