@@ -1,25 +1,31 @@
 // Package client is the dialing side of the Rendezvous protocol: it
-// registers the host at rendezvous points, unregisters it, and discovers the
-// peers registered there.
+// registers the host at rendezvous points and keeps the registrations
+// alive, unregisters it, and discovers the peers registered there.
+//
+// Three lines advertise a host and find others:
+//
+//	c, err := client.New(h, client.WithPoints(point))
+//	results, err := c.Register(ctx, "my-app", 0)
+//	regs, results, err := c.Discover(ctx, "my-app", 0)
+//
+// A Client also implements go-libp2p's discovery.Discovery, so it plugs
+// into go-libp2p-pubsub (pubsub.WithDiscovery) and p2p/discovery/backoff.
 package client
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-msgio/pbio"
 	ma "github.com/multiformats/go-multiaddr"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
-	"github.com/rendezvous-p2p/rendezvous/pb"
 )
 
 // Defaults of the client.
@@ -32,6 +38,28 @@ const (
 	DefaultMaxRegisterSize = 4096
 	// DefaultRequestTimeout bounds one request to one point.
 	DefaultRequestTimeout = 15 * time.Second
+	// DefaultConcurrency bounds the points a call talks to at once.
+	DefaultConcurrency = 8
+	// DefaultMaxPages bounds the DISCOVER requests to one point in one
+	// call of Discover or FindPeers.
+	DefaultMaxPages = 10
+	// DefaultMinBackoff is the first wait before retrying a failed refresh.
+	DefaultMinBackoff = time.Second
+	// DefaultMaxBackoff is the longest wait before retrying a failed refresh.
+	DefaultMaxBackoff = 5 * time.Minute
+	// DefaultMaxCachedPeers bounds the registrations cached per namespace.
+	DefaultMaxCachedPeers = 10_000
+)
+
+// Errors of the calls that fan out to every point.
+var (
+	// ErrNoPoints means the client knows no rendezvous point.
+	ErrNoPoints = errors.New("rendezvous client: no rendezvous point")
+	// ErrNoPointReached means every point failed; the per-point results
+	// say why.
+	ErrNoPointReached = errors.New("rendezvous client: no rendezvous point answered")
+	// ErrClosed means the client is closed.
+	ErrClosed = errors.New("rendezvous client: closed")
 )
 
 // Registration is a peer found by Discover.
@@ -42,13 +70,17 @@ type Registration struct {
 	Peer peer.AddrInfo
 	// Seq is the sequence number of the peer's record: the higher, the newer.
 	Seq uint64
-	// TTL is what remained of the registration when the point answered.
+	// TTL is what remained of the registration when the point answered
+	// (DiscoverAt) or when Discover returned.
 	TTL time.Duration
 	// Record is the signed envelope of the peer record, as received.
 	Record []byte
+	// Point is the rendezvous point the registration was found at.
+	Point peer.ID
 }
 
 // Client registers its host at rendezvous points and discovers peers there.
+// Its methods are safe for concurrent use.
 type Client struct {
 	host            host.Host
 	protocol        protocol.ID
@@ -57,46 +89,36 @@ type Client struct {
 	maxResponseSize int
 	maxRegisterSize int
 	addrs           func() []ma.Multiaddr
+	addrFilter      func([]ma.Multiaddr) []ma.Multiaddr
+	concurrency     int
+	maxPages        int
+	minBackoff      time.Duration
+	maxBackoff      time.Duration
+	maxCachedPeers  int
+	autoPoints      bool
+	log             *slog.Logger
+	staticPoints    []peer.AddrInfo
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the goroutines that Close waits for
+
+	recMu sync.Mutex
+	rec   *sealedRecord
+
+	mu      sync.Mutex
+	closed  bool
+	points  []peer.ID            // the static points, in order
+	auto    map[peer.ID]struct{} // the points found by protocol
+	keepers map[string]*keeper   // the registrations kept alive, by namespace
+	cache   map[string]*nsCache  // discovered registrations, by namespace asked
+	cookies map[cookieKey][]byte // the cookie to continue with, per point and namespace
+	order   uint64               // counts cache insertions, for a stable order
 }
 
-// Option configures a Client.
-type Option func(*Client) error
-
-// WithProtocol sets the protocol ID spoken to points.
-func WithProtocol(id protocol.ID) Option {
-	return func(c *Client) error { c.protocol = id; return nil }
-}
-
-// WithTTLPolicy sets the TTLs the client asks for: Register refuses a TTL
-// outside [Min, Max] before any I/O, and uses Default for a TTL of 0.
-func WithTTLPolicy(p rendezvous.TTLPolicy) Option {
-	return func(c *Client) error {
-		if err := p.Validate(); err != nil {
-			return err
-		}
-		c.ttl = p
-		return nil
-	}
-}
-
-// WithRequestTimeout bounds each request to one point.
-func WithRequestTimeout(d time.Duration) Option {
-	return func(c *Client) error { c.requestTimeout = d; return nil }
-}
-
-// WithAddrs sets what the client advertises, in place of the host's
-// addresses.
-func WithAddrs(addrs func() []ma.Multiaddr) Option {
-	return func(c *Client) error { c.addrs = addrs; return nil }
-}
-
-// WithMaxRegisterSize sets the size a REGISTER is kept under by dropping
-// addresses from the record.
-func WithMaxRegisterSize(n int) Option {
-	return func(c *Client) error { c.maxRegisterSize = n; return nil }
-}
-
-// New returns a client for host h.
+// New returns a client for host h. Without WithPoints, WithPointAddrs or
+// WithAutoPoints it knows no point: only the per-point methods (RegisterAt,
+// UnregisterAt, DiscoverAt) are then of use. Close stops it.
 func New(h host.Host, opts ...Option) (*Client, error) {
 	c := &Client{
 		host:            h,
@@ -106,213 +128,95 @@ func New(h host.Host, opts ...Option) (*Client, error) {
 		maxResponseSize: DefaultMaxResponseSize,
 		maxRegisterSize: DefaultMaxRegisterSize,
 		addrs:           h.Addrs,
+		concurrency:     DefaultConcurrency,
+		maxPages:        DefaultMaxPages,
+		minBackoff:      DefaultMinBackoff,
+		maxBackoff:      DefaultMaxBackoff,
+		maxCachedPeers:  DefaultMaxCachedPeers,
+		log:             slog.Default(),
+		auto:            make(map[peer.ID]struct{}),
+		keepers:         make(map[string]*keeper),
+		cache:           make(map[string]*nsCache),
+		cookies:         make(map[cookieKey][]byte),
 	}
 	for _, opt := range opts {
 		if err := opt(c); err != nil {
 			return nil, err
 		}
 	}
+	if c.minBackoff <= 0 || c.maxBackoff < c.minBackoff {
+		return nil, errors.New("rendezvous client: backoff bounds must be positive and ordered")
+	}
+	seen := make(map[peer.ID]bool)
+	for _, p := range c.staticPoints {
+		if p.ID == h.ID() {
+			continue
+		}
+		h.Peerstore().AddAddrs(p.ID, p.Addrs, peerstore.PermanentAddrTTL)
+		if !seen[p.ID] {
+			seen[p.ID] = true
+			c.points = append(c.points, p.ID)
+		}
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if len(c.points) > 0 || c.autoPoints {
+		// Without points nothing is kept alive, and the host's events do
+		// not matter: a client for the per-point methods runs no goroutine.
+		if err := c.watch(); err != nil {
+			c.cancel()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
-// RegisterAt registers the host in ns at one point, for ttl (0 for the
-// client's default), and returns the TTL the point granted.
-func (c *Client) RegisterAt(ctx context.Context, point peer.ID, ns string, ttl time.Duration) (time.Duration, error) {
-	req, err := c.registerRequest(ns, ttl)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := c.roundTrip(ctx, point, req)
-	if err != nil {
-		return 0, err
-	}
-	r := resp.GetRegisterResponse()
-	if resp.GetType() != pb.Message_REGISTER_RESPONSE || r == nil {
-		return 0, fmt.Errorf("rendezvous point %s answered a %s to a REGISTER", point, resp.GetType())
-	}
-	if r.GetStatus() != rendezvous.StatusOK {
-		return 0, &rendezvous.Error{Status: r.GetStatus(), Text: r.GetStatusText()}
-	}
-	granted := time.Duration(r.GetTtl()) * time.Second
-	if r.Ttl == nil || granted == 0 {
-		// A point that does not say grants what was asked.
-		granted = time.Duration(req.GetRegister().GetTtl()) * time.Second
-	}
-	return granted, nil
-}
-
-// registerRequest builds the REGISTER of the host in ns, checking what it can
-// before any I/O.
-func (c *Client) registerRequest(ns string, ttl time.Duration) (*pb.Message, error) {
-	if err := rendezvous.ValidateNamespace(ns); err != nil {
-		return nil, err
-	}
-	if ttl == 0 {
-		ttl = c.ttl.Default
-	}
-	if ttl%time.Second != 0 {
-		return nil, rendezvous.Errorf(rendezvous.StatusInvalidTTL, "ttl %v is not a whole number of seconds", ttl)
-	}
-	if _, err := c.ttl.Resolve(uint64(ttl / time.Second)); err != nil {
-		return nil, err
-	}
-	key := c.host.Peerstore().PrivKey(c.host.ID())
-	if key == nil {
-		return nil, errors.New("rendezvous client: host has no private key")
-	}
-	addrs := advertisable(c.addrs())
-	seq := peer.TimestampSeq()
-	for {
-		if len(addrs) == 0 {
-			return nil, errors.New("rendezvous client: no address to advertise")
+// Points returns the rendezvous points the client uses now: the ones it
+// was given, then the connected peers found to serve the protocol.
+func (c *Client) Points() []peer.ID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := append([]peer.ID(nil), c.points...)
+	for p := range c.auto {
+		if !containsPeer(c.points, p) {
+			out = append(out, p)
 		}
-		rec, err := rendezvous.SealPeerRecord(key, addrs, seq)
-		if err != nil {
-			return nil, fmt.Errorf("rendezvous client: signing peer record: %w", err)
-		}
-		req := &pb.Message{
-			Type: pb.Message_REGISTER.Enum(),
-			Register: &pb.Message_Register{
-				Ns:               proto.String(ns),
-				SignedPeerRecord: rec,
-				Ttl:              proto.Uint64(uint64(ttl / time.Second)),
-			},
-		}
-		if size := proto.Size(req); size+3 <= c.maxRegisterSize || len(addrs) == 1 {
-			return req, nil
-		}
-		addrs = addrs[:len(addrs)-1]
-	}
-}
-
-// advertisable returns addrs without /p2p/ suffixes and duplicates.
-func advertisable(addrs []ma.Multiaddr) []ma.Multiaddr {
-	out := make([]ma.Multiaddr, 0, len(addrs))
-	seen := make(map[string]bool, len(addrs))
-	for _, a := range addrs {
-		a, _ = peer.SplitAddr(a)
-		if a == nil || seen[string(a.Bytes())] {
-			continue
-		}
-		seen[string(a.Bytes())] = true
-		out = append(out, a)
 	}
 	return out
 }
 
-// UnregisterAt removes the host's registration in ns at one point. The
-// protocol has no answer: it returns once the point has read the request
-// and closed the stream, or at the deadline.
-func (c *Client) UnregisterAt(ctx context.Context, point peer.ID, ns string) error {
-	if err := rendezvous.ValidateNamespace(ns); err != nil {
-		return err
+func containsPeer(ps []peer.ID, p peer.ID) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
 	}
-	req := &pb.Message{
-		Type:       pb.Message_UNREGISTER.Enum(),
-		Unregister: &pb.Message_Unregister{Ns: proto.String(ns)},
+	return false
+}
+
+// Close stops refreshing, unregisters every namespace kept alive at every
+// point (each request bounded by the request timeout) and returns when no
+// goroutine of the client is left. It does not close the host.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
-	defer cancel()
-	s, err := c.openStream(ctx, point)
-	if err != nil {
-		return err
+	c.closed = true
+	keepers := c.keepers
+	c.keepers = nil
+	c.mu.Unlock()
+
+	c.cancel()
+	for _, k := range keepers {
+		<-k.done
 	}
-	defer s.Close()
-	if err := pbio.NewDelimitedWriter(s).WriteMsg(req); err != nil {
-		_ = s.Reset()
-		return fmt.Errorf("rendezvous point %s: sending UNREGISTER: %w", point, err)
+	c.wg.Wait()
+
+	var wg sync.WaitGroup
+	for ns := range keepers {
+		wg.Go(func() { c.unregisterAll(ns) })
 	}
-	_ = s.CloseWrite()
-	// Wait for the point to close its side, so the request is not cut off.
-	_, _ = io.Copy(io.Discard, io.LimitReader(s, int64(c.maxResponseSize)))
+	wg.Wait()
 	return nil
-}
-
-// DiscoverAt asks one point for at most limit registrations in ns (every
-// namespace if empty), continuing after cookie. It returns the
-// registrations and the cookie to continue with.
-func (c *Client) DiscoverAt(ctx context.Context, point peer.ID, ns string, limit int, cookie []byte) ([]Registration, []byte, error) {
-	if err := rendezvous.ValidateDiscoverNamespace(ns); err != nil {
-		return nil, nil, err
-	}
-	if limit < 0 {
-		return nil, nil, fmt.Errorf("rendezvous client: negative limit %d", limit)
-	}
-	req := &pb.Message{
-		Type: pb.Message_DISCOVER.Enum(),
-		Discover: &pb.Message_Discover{
-			Ns:     proto.String(ns),
-			Limit:  proto.Uint64(uint64(limit)),
-			Cookie: append([]byte{}, cookie...),
-		},
-	}
-	resp, err := c.roundTrip(ctx, point, req)
-	if err != nil {
-		return nil, nil, err
-	}
-	r := resp.GetDiscoverResponse()
-	if resp.GetType() != pb.Message_DISCOVER_RESPONSE || r == nil {
-		return nil, nil, fmt.Errorf("rendezvous point %s answered a %s to a DISCOVER", point, resp.GetType())
-	}
-	if r.GetStatus() != rendezvous.StatusOK {
-		return nil, nil, &rendezvous.Error{Status: r.GetStatus(), Text: r.GetStatusText()}
-	}
-	regs := make([]Registration, 0, len(r.GetRegistrations()))
-	for _, reg := range r.GetRegistrations() {
-		rec, _, err := rendezvous.OpenSignedPeerRecord(reg.GetSignedPeerRecord())
-		if err != nil {
-			continue // a point must not make us trust a forged record
-		}
-		regNS := reg.GetNs()
-		if regNS == "" {
-			regNS = ns
-		}
-		if ns != "" && regNS != ns {
-			continue
-		}
-		regs = append(regs, Registration{
-			Namespace: regNS,
-			Peer:      peer.AddrInfo{ID: rec.PeerID, Addrs: rec.Addrs},
-			Seq:       rec.Seq,
-			TTL:       time.Duration(reg.GetTtl()) * time.Second,
-			Record:    reg.GetSignedPeerRecord(),
-		})
-	}
-	return regs, r.GetCookie(), nil
-}
-
-func (c *Client) openStream(ctx context.Context, point peer.ID) (network.Stream, error) {
-	s, err := c.host.NewStream(ctx, point, c.protocol)
-	if err != nil {
-		return nil, fmt.Errorf("rendezvous point %s: %w", point, err)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = s.SetDeadline(dl)
-	}
-	return s, nil
-}
-
-// roundTrip sends req to point on a stream of its own and reads the answer.
-func (c *Client) roundTrip(ctx context.Context, point peer.ID, req *pb.Message) (*pb.Message, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
-	defer cancel()
-	s, err := c.openStream(ctx, point)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	if err := pbio.NewDelimitedWriter(s).WriteMsg(req); err != nil {
-		_ = s.Reset()
-		return nil, fmt.Errorf("rendezvous point %s: sending %s: %w", point, req.GetType(), err)
-	}
-	_ = s.CloseWrite()
-	var resp pb.Message
-	if err := pbio.NewDelimitedReader(s, c.maxResponseSize).ReadMsg(&resp); err != nil {
-		_ = s.Reset()
-		if errors.Is(err, io.EOF) || errors.Is(err, network.ErrReset) {
-			return nil, fmt.Errorf("rendezvous point %s closed the stream without answering %s", point, req.GetType())
-		}
-		return nil, fmt.Errorf("rendezvous point %s: reading the answer to %s: %w", point, req.GetType(), err)
-	}
-	return &resp, nil
 }

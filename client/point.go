@@ -1,0 +1,189 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio/pbio"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/pb"
+)
+
+// RegisterAt registers the host in ns at one point, for ttl (0 for the
+// client's default), and returns the TTL the point granted. It is one
+// REGISTER on a stream of its own; it does not keep the registration alive.
+func (c *Client) RegisterAt(ctx context.Context, point peer.ID, ns string, ttl time.Duration) (time.Duration, error) {
+	req, _, err := c.registerRequest(ns, ttl)
+	if err != nil {
+		return 0, err
+	}
+	return c.registerAt(ctx, point, req)
+}
+
+// registerAt sends a REGISTER built by registerRequest to one point.
+func (c *Client) registerAt(ctx context.Context, point peer.ID, req *pb.Message) (time.Duration, error) {
+	resp, err := c.roundTrip(ctx, point, req)
+	if err != nil {
+		return 0, err
+	}
+	r := resp.GetRegisterResponse()
+	if resp.GetType() != pb.Message_REGISTER_RESPONSE || r == nil {
+		return 0, fmt.Errorf("rendezvous point %s answered a %s to a REGISTER", point, resp.GetType())
+	}
+	if r.GetStatus() != rendezvous.StatusOK {
+		return 0, &rendezvous.Error{Status: r.GetStatus(), Text: r.GetStatusText()}
+	}
+	granted := time.Duration(r.GetTtl()) * time.Second
+	if r.Ttl == nil || granted == 0 {
+		// A point that does not say grants what was asked.
+		granted = time.Duration(req.GetRegister().GetTtl()) * time.Second
+	}
+	return granted, nil
+}
+
+// UnregisterAt removes the host's registration in ns at one point. The
+// protocol has no answer: it returns once the point has read the request
+// and closed the stream, or at the deadline.
+func (c *Client) UnregisterAt(ctx context.Context, point peer.ID, ns string) error {
+	if err := rendezvous.ValidateNamespace(ns); err != nil {
+		return err
+	}
+	return c.unregisterAt(ctx, point, ns)
+}
+
+func (c *Client) unregisterAt(ctx context.Context, point peer.ID, ns string) error {
+	req := &pb.Message{
+		Type:       pb.Message_UNREGISTER.Enum(),
+		Unregister: &pb.Message_Unregister{Ns: proto.String(ns)},
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
+	defer cancel()
+	s, err := c.openStream(ctx, point)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := pbio.NewDelimitedWriter(s).WriteMsg(req); err != nil {
+		_ = s.Reset()
+		return fmt.Errorf("rendezvous point %s: sending UNREGISTER: %w", point, err)
+	}
+	_ = s.CloseWrite()
+	// Wait for the point to close its side, so the request is not cut off.
+	_, _ = io.Copy(io.Discard, io.LimitReader(s, int64(c.maxResponseSize)))
+	return nil
+}
+
+// DiscoverAt asks one point for at most limit registrations in ns (every
+// namespace if empty; 0 for the point's default limit), continuing after
+// cookie. It returns the registrations and the cookie to continue with. It
+// is one DISCOVER on a stream of its own, with no paging, caching or
+// de-duplication; see Discover for those.
+func (c *Client) DiscoverAt(ctx context.Context, point peer.ID, ns string, limit int, cookie []byte) ([]Registration, []byte, error) {
+	if err := checkDiscover(ns, limit); err != nil {
+		return nil, nil, err
+	}
+	return c.discoverAt(ctx, point, ns, limit, cookie)
+}
+
+// checkDiscover refuses a DISCOVER that no point could answer.
+func checkDiscover(ns string, limit int) error {
+	if err := rendezvous.ValidateDiscoverNamespace(ns); err != nil {
+		return err
+	}
+	if limit < 0 {
+		return fmt.Errorf("rendezvous client: negative limit %d", limit)
+	}
+	return nil
+}
+
+func (c *Client) discoverAt(ctx context.Context, point peer.ID, ns string, limit int, cookie []byte) ([]Registration, []byte, error) {
+	req := &pb.Message{
+		Type: pb.Message_DISCOVER.Enum(),
+		Discover: &pb.Message_Discover{
+			Ns:     proto.String(ns),
+			Limit:  proto.Uint64(uint64(limit)),
+			Cookie: append([]byte{}, cookie...),
+		},
+	}
+	resp, err := c.roundTrip(ctx, point, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	r := resp.GetDiscoverResponse()
+	if resp.GetType() != pb.Message_DISCOVER_RESPONSE || r == nil {
+		return nil, nil, fmt.Errorf("rendezvous point %s answered a %s to a DISCOVER", point, resp.GetType())
+	}
+	if r.GetStatus() != rendezvous.StatusOK {
+		return nil, nil, &rendezvous.Error{Status: r.GetStatus(), Text: r.GetStatusText()}
+	}
+	regs := make([]Registration, 0, len(r.GetRegistrations()))
+	for _, reg := range r.GetRegistrations() {
+		rec, _, err := rendezvous.OpenSignedPeerRecord(reg.GetSignedPeerRecord())
+		if err != nil {
+			continue // a point must not make us trust a forged record
+		}
+		regNS := reg.GetNs()
+		if regNS == "" {
+			regNS = ns
+		}
+		if ns != "" && regNS != ns {
+			continue
+		}
+		ttl := time.Duration(reg.GetTtl()) * time.Second
+		if reg.Ttl == nil || ttl == 0 {
+			ttl = rendezvous.DefaultTTL // absent means the protocol's default
+		}
+		regs = append(regs, Registration{
+			Namespace: regNS,
+			Peer:      peer.AddrInfo{ID: rec.PeerID, Addrs: rec.Addrs},
+			Seq:       rec.Seq,
+			TTL:       min(ttl, rendezvous.DefaultMaxTTL),
+			Record:    reg.GetSignedPeerRecord(),
+			Point:     point,
+		})
+	}
+	return regs, r.GetCookie(), nil
+}
+
+func (c *Client) openStream(ctx context.Context, point peer.ID) (network.Stream, error) {
+	s, err := c.host.NewStream(ctx, point, c.protocol)
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous point %s: %w", point, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	return s, nil
+}
+
+// roundTrip sends req to point on a stream of its own and reads the answer.
+func (c *Client) roundTrip(ctx context.Context, point peer.ID, req *pb.Message) (*pb.Message, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
+	defer cancel()
+	s, err := c.openStream(ctx, point)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if err := pbio.NewDelimitedWriter(s).WriteMsg(req); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("rendezvous point %s: sending %s: %w", point, req.GetType(), err)
+	}
+	_ = s.CloseWrite()
+	var resp pb.Message
+	if err := pbio.NewDelimitedReader(s, c.maxResponseSize).ReadMsg(&resp); err != nil {
+		_ = s.Reset()
+		if errors.Is(err, io.EOF) || errors.Is(err, network.ErrReset) {
+			return nil, fmt.Errorf("rendezvous point %s closed the stream without answering %s: %w", point, req.GetType(), err)
+		}
+		return nil, fmt.Errorf("rendezvous point %s: reading the answer to %s: %w", point, req.GetType(), err)
+	}
+	return &resp, nil
+}
