@@ -196,7 +196,6 @@ func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.
 	return nil
 }
 
-
 func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
 	limiter := rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale())
 	mgr, err := rcmgr.NewResourceManager(limiter, rcmgr.WithLimitPerSubnet(
