@@ -17,6 +17,10 @@ func envName(name string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
+// commandLineOnly are the flags that neither the environment nor the config
+// file set.
+var commandLineOnly = map[string]bool{"config": true, "version": true}
+
 // applySettings gives every flag of fs that the command line left unset the
 // value of its environment variable or, failing that, of the JSON config
 // file at configPath (if not empty): an object whose keys are flag names and
@@ -45,7 +49,7 @@ func applySettings(fs *flag.FlagSet, configPath string, getenv func(string) stri
 
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || given[f.Name] || f.Name == "config" {
+		if err != nil || given[f.Name] || commandLineOnly[f.Name] {
 			return
 		}
 		if v := getenv(envName(f.Name)); v != "" {

@@ -97,8 +97,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var cfg serveConfig
 	cfg.flags(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "rendezvous", version)
+		return 0
 	}
 	if cfg.config == "" {
 		cfg.config = os.Getenv(envName("config"))
