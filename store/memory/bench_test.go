@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -87,8 +88,14 @@ func benchmarkRegister(b *testing.B, pick func(i, n int, rng *rand.Rand) int) {
 func BenchmarkDiscover100(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
 			s := filled(b, n)
 			defer s.Close()
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			heap := float64(after.HeapInuse) - float64(before.HeapInuse)
 			// The sequence numbers of each namespace's first registration.
 			firsts := map[string]uint64{}
 			all, _ := s.Discover(context.Background(), "", 0, n, benchNow)
@@ -111,6 +118,8 @@ func BenchmarkDiscover100(b *testing.B) {
 					b.Fatalf("got %d registrations, %v", len(regs), err)
 				}
 			}
+			// After the loop: its first call drops metrics.
+			b.ReportMetric(heap, "heap-bytes")
 		})
 	}
 }

@@ -734,6 +734,53 @@ func BenchmarkDiscover100(b *testing.B) {
 					b.Fatalf("page of %d", len(regs))
 				}
 			}
+			// After the loop: ResetTimer and the first b.Loop drop metrics.
+			b.ReportMetric(float64(schemaBytes(b, p.schema)), "pg-bytes")
+		})
+	}
+}
+
+// schemaBytes is the size on disk of the tables of schema, indexes and
+// TOAST included (pg_total_relation_size).
+func schemaBytes(b *testing.B, schema string) int64 {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testDSN(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var size int64
+	err = conn.QueryRow(ctx, `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relkind = 'r'`, schema).Scan(&size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return size
+}
+
+// BenchmarkReopen measures the time a point on PostgreSQL takes to serve
+// after a restart: Open (pool, migration check) and the first Discover.
+func BenchmarkReopen(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			p := populated(b, n, "discover")
+			dsn := testDSN(b)
+			b.ResetTimer()
+			for b.Loop() {
+				s, err := postgres.Open(ctx, dsn, inSchema(p.schema), postgres.WithSweepInterval(0))
+				if err != nil {
+					b.Fatal(err)
+				}
+				regs, err := s.Discover(ctx, benchNS(0), 0, 100, epoch)
+				if err != nil || len(regs) == 0 {
+					b.Fatal(err, len(regs))
+				}
+				b.StopTimer()
+				s.Close()
+				b.StartTimer()
+			}
 		})
 	}
 }
