@@ -2,7 +2,6 @@ package interop
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -236,11 +235,3 @@ func newGoHost(t *testing.T) host.Host {
 	return h
 }
 
-func connect(t *testing.T, h host.Host, info peer.AddrInfo) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := h.Connect(ctx, info); err != nil {
-		t.Fatal(err)
-	}
-}
