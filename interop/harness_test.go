@@ -234,4 +234,3 @@ func newGoHost(t *testing.T) host.Host {
 	t.Cleanup(func() { _ = h.Close() })
 	return h
 }
-
