@@ -180,3 +180,25 @@ func TestBenchAgainstServe(t *testing.T) {
 	}
 	stopServe(t, d)
 }
+
+func TestServeOverQUICAndWebSocket(t *testing.T) {
+	dir := t.TempDir()
+	d := startServe(t, "--store", "memory", "--data-dir", dir,
+		"--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--listen", "/ip4/127.0.0.1/tcp/0/ws")
+	alice, bob := filepath.Join(dir, "alice.key"), filepath.Join(dir, "bob.key")
+	for _, a := range d.addrs {
+		point := a.String()
+		ns := "over-" + strings.Split(point, "/")[3]
+		if strings.Contains(point, "/ws/") {
+			ns = "over-ws"
+		}
+		cli(t, "register", "--identity", alice, "--point", point, "--ns", ns)
+		if found := discoverJSON(t, bob, point, ns); len(found) != 1 {
+			t.Fatalf("through %s: discovered %+v, want alice", point, found)
+		}
+	}
+	if len(d.addrs) != 2 {
+		t.Fatalf("serve printed %v, want a QUIC and a WebSocket address", d.addrs)
+	}
+	stopServe(t, d)
+}

@@ -83,18 +83,28 @@ func startServe(t *testing.T, args ...string) *daemon {
 			t.Logf("serve's stderr:\n%s", stderr.String())
 		}
 	})
-	select {
-	case line, ok := <-lines:
-		if !ok {
-			t.Fatal("serve exited before printing its address")
+	// One address per --listen.
+	want := 0
+	for _, a := range args {
+		if a == "--listen" {
+			want++
 		}
-		a, err := ma.NewMultiaddr(line)
-		if err != nil {
-			t.Fatalf("serve printed %q, not a multiaddr: %v", line, err)
+	}
+	deadline := time.After(30 * time.Second)
+	for len(d.addrs) < max(want, 1) {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatal("serve exited before printing its addresses")
+			}
+			a, err := ma.NewMultiaddr(line)
+			if err != nil {
+				t.Fatalf("serve printed %q, not a multiaddr: %v", line, err)
+			}
+			d.addrs = append(d.addrs, a)
+		case <-deadline:
+			t.Fatal("serve did not print its addresses within 30s")
 		}
-		d.addrs = append(d.addrs, a)
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not print its address within 30s")
 	}
 	go func() {
 		for range lines {
