@@ -24,7 +24,7 @@ import (
 )
 
 // btreeDegree is the degree of the ordered indexes.
-const btreeDegree = 16
+const btreeDegree = 64
 
 // ErrClosed is returned by calls on a closed store.
 var ErrClosed = errors.New("memory store is closed")
