@@ -86,6 +86,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/internal/horizon"
 )
 
 // ErrClosed is returned by calls on a closed store.
@@ -131,7 +132,7 @@ type Store struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 	// horizon is the greatest "now" (Unix nanoseconds) passed to any call.
-	horizon atomic.Int64
+	horizon horizon.Horizon
 }
 
 var _ store.Store = (*Store)(nil)
@@ -245,26 +246,6 @@ func (s *Store) migrate(ctx context.Context) error {
 	return tx.Commit(ctx)
 }
 
-// nanos is t in Unix nanoseconds, clamped to the int64 range.
-func nanos(t time.Time) int64 {
-	switch {
-	case t.Before(time.Unix(0, math.MinInt64)):
-		return math.MinInt64
-	case t.After(time.Unix(0, math.MaxInt64)):
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
-
-func (s *Store) observe(now int64) {
-	for {
-		h := s.horizon.Load()
-		if now <= h || s.horizon.CompareAndSwap(h, now) {
-			return
-		}
-	}
-}
-
 // wrap classifies err: unreachable, failing or overloaded database, or a
 // timeout, is store.ErrUnavailable.
 func (s *Store) wrap(err error) error {
@@ -320,8 +301,8 @@ const lockCounters = `SELECT seq, total, namespaces FROM rendezvous_counters WHE
 
 // Register implements store.Store.
 func (s *Store) Register(ctx context.Context, reg store.Registration, lim store.Limits, now time.Time) (uint64, error) {
-	n := nanos(now)
-	s.observe(n)
+	n := horizon.Nanos(now)
+	s.horizon.Observe(n)
 	ns, p := []byte(reg.Namespace), []byte(reg.Peer)
 	var seq int64
 	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
@@ -374,7 +355,7 @@ func (s *Store) Register(ctx context.Context, reg store.Registration, lim store.
 				}
 			}
 		}
-		exp := nanos(reg.Expires)
+		exp := horizon.Nanos(reg.Expires)
 		if existing {
 			if _, err := tx.Exec(ctx, `UPDATE rendezvous_registrations SET seq = $3, record = $4, expires = $5
 				WHERE ns = $1 AND peer = $2`, ns, p, c.seq, reg.Record, exp); err != nil {
@@ -498,8 +479,8 @@ func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	n := nanos(now)
-	s.observe(n)
+	n := horizon.Nanos(now)
+	s.horizon.Observe(n)
 	if limit <= 0 || after >= math.MaxInt64 {
 		return nil, nil
 	}
@@ -539,8 +520,8 @@ func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int
 // Stats implements store.Store. It first removes what has expired at now,
 // in bounded transactions, so that the counters it reads are exact.
 func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
-	n := nanos(now)
-	s.observe(n)
+	n := horizon.Nanos(now)
+	s.horizon.Observe(n)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
 	defer cancel()
 	for {

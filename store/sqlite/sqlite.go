@@ -78,6 +78,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/internal/horizon"
 )
 
 // ErrClosed is returned by calls on a closed store.
@@ -158,7 +159,7 @@ type Store struct {
 	closed    atomic.Bool
 	// horizon is the greatest "now" (Unix nanoseconds) passed to any call:
 	// the background sweeper removes what expired before it.
-	horizon atomic.Int64
+	horizon horizon.Horizon
 
 	discoverNS  *sql.Stmt
 	discoverAll *sql.Stmt
@@ -326,30 +327,10 @@ func migrate(ctx context.Context, c *sql.Conn) (err error) {
 	return err
 }
 
-// nanos is t in Unix nanoseconds, clamped to the int64 range.
-func nanos(t time.Time) int64 {
-	switch {
-	case t.Before(time.Unix(0, math.MinInt64)):
-		return math.MinInt64
-	case t.After(time.Unix(0, math.MaxInt64)):
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
-
-func (s *Store) observe(now int64) {
-	for {
-		h := s.horizon.Load()
-		if now <= h || s.horizon.CompareAndSwap(h, now) {
-			return
-		}
-	}
-}
-
 // Register implements store.Store.
 func (s *Store) Register(ctx context.Context, reg store.Registration, limits store.Limits, now time.Time) (uint64, error) {
-	n := nanos(now)
-	s.observe(n)
+	n := horizon.Nanos(now)
+	s.horizon.Observe(n)
 	o := &op{kind: opRegister, ctx: ctx, reg: reg, limits: limits, now: n}
 	if err := s.submit(ctx, o); err != nil {
 		return 0, err
@@ -367,8 +348,8 @@ func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	n := nanos(now)
-	s.observe(n)
+	n := horizon.Nanos(now)
+	s.horizon.Observe(n)
 	if limit <= 0 || after >= math.MaxInt64 {
 		return nil, nil
 	}
@@ -403,8 +384,8 @@ func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int
 // Stats implements store.Store. It first removes what has expired at now,
 // in bounded transactions, so that the counters it reads are exact.
 func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
-	n := nanos(now)
-	s.observe(n)
+	n := horizon.Nanos(now)
+	s.horizon.Observe(n)
 	for {
 		o := &op{kind: opSweep, ctx: ctx, now: n, limit: s.cfg.sweepBatch}
 		if err := s.submit(ctx, o); err != nil {

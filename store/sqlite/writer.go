@@ -8,6 +8,7 @@ import (
 	"math"
 
 	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/internal/horizon"
 )
 
 type opKind int
@@ -232,7 +233,7 @@ func (w *writer) register(o *op) error {
 		return errors.New("sequence exhausted")
 	}
 	seq := w.meta.seq + 1
-	exp := nanos(r.Expires)
+	exp := horizon.Nanos(r.Expires)
 	if existing {
 		if _, err := w.replace.Exec(seq, r.Record, exp, r.Namespace, p); err != nil {
 			return err
