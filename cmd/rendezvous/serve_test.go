@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -159,15 +158,5 @@ func TestServeRegisterDiscoverAndExitOnSIGTERM(t *testing.T) {
 		t.Fatalf("discovered %v, %v; want %s", regs, err, h.ID())
 	}
 
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-d.done:
-		if err != nil {
-			t.Fatalf("serve exited with %v after SIGTERM, want 0", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("serve did not exit within 5s of SIGTERM")
-	}
+	stopServe(t, d)
 }
