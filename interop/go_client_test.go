@@ -11,6 +11,7 @@ import (
 
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/client"
+	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 )
 
 // wideTTL lets the point decide: the JS server has no minimum.
@@ -18,7 +19,7 @@ var wideTTL = rendezvous.TTLPolicy{Min: time.Second, Max: 72 * time.Hour, Defaul
 
 func newGoClient(t *testing.T, points ...peer.AddrInfo) (*client.Client, peer.ID) {
 	t.Helper()
-	h := newGoHost(t)
+	h := testhost.New(t)
 	c, err := client.New(h, client.WithPoints(points...), client.WithTTLPolicy(wideTTL), client.WithRequestTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/server"
 	"github.com/rendezvous-p2p/rendezvous/store/memory"
 )
@@ -15,7 +16,7 @@ import (
 // newGoPoint is our rendezvous point on loopback, serving ids.
 func newGoPoint(t *testing.T, ids ...protocol.ID) (host.Host, string) {
 	t.Helper()
-	h := newGoHost(t)
+	h := testhost.New(t)
 	st := memory.New()
 	srv, err := server.New(h, st, server.WithProtocols(ids...))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/server"
 	"github.com/rendezvous-p2p/rendezvous/store"
@@ -27,7 +28,7 @@ func (g *gatedStore) Register(ctx context.Context, reg store.Registration, limit
 }
 
 func TestCloseFinishesRequestsInFlight(t *testing.T) {
-	h := newHost(t)
+	h := testhost.New(t)
 	st := &gatedStore{Store: memory.New(), entered: make(chan struct{}), release: make(chan struct{})}
 	srv, err := server.New(h, st)
 	if err != nil {

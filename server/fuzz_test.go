@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/server"
 	"github.com/rendezvous-p2p/rendezvous/store/memory"
@@ -71,7 +72,7 @@ func FuzzHandleRequest(f *testing.F) {
 	_, remote := fuzzKey(f)
 	st := memory.New()
 	clock := newFakeClock()
-	srv, err := server.New(newHost(f), st, server.WithClock(clock.Now))
+	srv, err := server.New(testhost.New(f), st, server.WithClock(clock.Now))
 	if err != nil {
 		f.Fatal(err)
 	}

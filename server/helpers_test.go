@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/server"
 	"github.com/rendezvous-p2p/rendezvous/store"
@@ -44,16 +44,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func newHost(t testing.TB) host.Host {
-	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
-	return h
-}
-
 // point is a rendezvous point on a loopback host with a fake clock.
 type point struct {
 	host   host.Host
@@ -64,7 +54,7 @@ type point struct {
 
 func newPoint(t testing.TB, opts ...server.Option) *point {
 	t.Helper()
-	p := &point{host: newHost(t), store: memory.New(), clock: newFakeClock()}
+	p := &point{host: testhost.New(t), store: memory.New(), clock: newFakeClock()}
 	opts = append([]server.Option{server.WithClock(p.clock.Now)}, opts...)
 	s, err := server.New(p.host, p.store, opts...)
 	if err != nil {
@@ -88,7 +78,7 @@ type peerConn struct {
 
 func newPeer(t testing.TB, p *point) *peerConn {
 	t.Helper()
-	h := newHost(t)
+	h := testhost.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := h.Connect(ctx, peer.AddrInfo{ID: p.host.ID(), Addrs: p.host.Addrs()}); err != nil {

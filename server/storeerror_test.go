@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/server"
 	"github.com/rendezvous-p2p/rendezvous/store"
@@ -42,7 +43,7 @@ func TestStoreFailuresGetStatuses(t *testing.T) {
 		{"other", errors.New(secret), pb.Message_E_INTERNAL_ERROR},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHost(t)
+			h := testhost.New(t)
 			srv, err := server.New(h, brokenStore{tc.err})
 			if err != nil {
 				t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/server"
 )
@@ -141,7 +142,7 @@ func TestCloseUnmounts(t *testing.T) {
 }
 
 func TestInvalidResources(t *testing.T) {
-	h := newHost(t)
+	h := testhost.New(t)
 	for name, mutate := range map[string]func(*server.Resources){
 		"min above max":          func(r *server.Resources) { r.MinTTL, r.MaxTTL = 2*time.Hour, time.Hour },
 		"default outside":        func(r *server.Resources) { r.DefaultTTL = time.Minute },

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio/pbio"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/server"
 )
@@ -24,21 +24,11 @@ import (
 // own with server.New on its own postgres.Open of one schema, and talk to
 // them over the wire with raw protocol messages.
 
-func newHost(t *testing.T) host.Host {
-	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
-	return h
-}
-
 // newPoint starts a point on its own store of schema.
 func newPoint(t *testing.T, dsn, schema string, rc server.Resources) peer.AddrInfo {
 	t.Helper()
 	st := open(t, dsn, schema)
-	h := newHost(t)
+	h := testhost.New(t)
 	srv, err := server.New(h, st, server.WithResources(rc))
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +40,7 @@ func newPoint(t *testing.T, dsn, schema string, rc server.Resources) peer.AddrIn
 // newPeer is a client host connected to every point.
 func newPeer(ctx context.Context, t *testing.T, points ...peer.AddrInfo) host.Host {
 	t.Helper()
-	h := newHost(t)
+	h := testhost.New(t)
 	for _, p := range points {
 		if err := h.Connect(ctx, p); err != nil {
 			t.Fatal(err)

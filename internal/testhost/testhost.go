@@ -1,0 +1,22 @@
+// Package testhost makes the go-libp2p hosts that tests run on: TCP on
+// 127.0.0.1 only, closed when the test ends.
+package testhost
+
+import (
+	"testing"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+)
+
+// New returns a host listening on a free TCP port of 127.0.0.1, closed at
+// the end of t.
+func New(t testing.TB, opts ...libp2p.Option) host.Host {
+	t.Helper()
+	h, err := libp2p.New(append([]libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0")}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
