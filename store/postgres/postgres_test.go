@@ -784,20 +784,3 @@ func BenchmarkReopen(b *testing.B) {
 		})
 	}
 }
-
-// TestNamespaceBytes: a namespace is kept byte for byte, a NUL included.
-func TestNamespaceBytes(t *testing.T) {
-	t.Parallel()
-	dsn, schema := newSchema(t)
-	s := open(t, dsn, schema)
-	ctx := context.Background()
-	for _, ns := range []string{"a\x00b", "ünïcødé/☃", "a"} {
-		if _, err := s.Register(ctx, reg(ns, pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
-			t.Fatal(err)
-		}
-		regs, err := s.Discover(ctx, ns, 0, 10, epoch)
-		if err != nil || len(regs) != 1 || regs[0].Namespace != ns {
-			t.Fatalf("%q: %v %v", ns, regs, err)
-		}
-	}
-}

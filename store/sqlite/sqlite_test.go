@@ -442,26 +442,6 @@ func BenchmarkReopen(b *testing.B) {
 	}
 }
 
-// TestNamespaceBytes: a namespace is kept byte for byte, a NUL included.
-func TestNamespaceBytes(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "rz.db"))
-	defer s.Close()
-	ctx := context.Background()
-	for _, ns := range []string{"a\x00b", "ünïcødé/☃", "a"} {
-		if _, err := s.Register(ctx, reg(ns, pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
-			t.Fatal(err)
-		}
-		regs, err := s.Discover(ctx, ns, 0, 10, epoch)
-		if err != nil || len(regs) != 1 || regs[0].Namespace != ns {
-			t.Fatalf("%q: %v %v", ns, regs, err)
-		}
-	}
-	regs, err := s.Discover(ctx, "a", 0, 10, epoch)
-	if err != nil || len(regs) != 1 {
-		t.Fatalf("%v %v", regs, err)
-	}
-}
-
 // TestTwoStoresOneFile has two stores, as two processes would, write to one
 // file at once: sequence numbers stay unique, each store's grow, and the
 // total limit holds across both.

@@ -34,6 +34,7 @@ func Run(t *testing.T, open Opener) {
 		{"ReplaceKeepsOneWithNewSeq", testReplace},
 		{"SequenceGrows", testSequenceGrows},
 		{"NamespacesAreSeparate", testNamespacesAreSeparate},
+		{"NamespaceKeptByteForByte", testNamespaceBytes},
 		{"DiscoverAllInSequenceOrder", testDiscoverAll},
 		{"DiscoverAfterAndLimit", testDiscoverAfterAndLimit},
 		{"ExpiredNeverServed", testExpiredNeverServed},
@@ -147,6 +148,20 @@ func testNamespacesAreSeparate(t *testing.T, s store.Store) {
 	wantKeys(t, discover(t, s, "a", 0, 10, epoch), "a/"+string(pid(1)))
 	wantKeys(t, discover(t, s, "b", 0, 10, epoch), "b/"+string(pid(2)))
 	wantKeys(t, discover(t, s, "unknown", 0, 10, epoch))
+}
+
+func testNamespaceBytes(t *testing.T, s store.Store) {
+	// A NUL is valid UTF-8; "a" must not match the "a\x00b" namespace.
+	names := []string{"a\x00b", "ünïcødé/☃", "a"}
+	for _, ns := range names {
+		mustRegister(t, s, reg(ns, pid(1), time.Hour))
+	}
+	for _, ns := range names {
+		regs := discover(t, s, ns, 0, 10, epoch)
+		if len(regs) != 1 || regs[0].Namespace != ns {
+			t.Fatalf("discover %q gave %v", ns, keys(regs))
+		}
+	}
 }
 
 func testDiscoverAll(t *testing.T, s store.Store) {
