@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,6 +52,18 @@ func TestSettingsRejectUnknownAndBadValues(t *testing.T) {
 		cfg.flags(fs)
 		if err := applySettings(fs, path, func(string) string { return "" }); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestStoreSettingRedactedForLogs(t *testing.T) {
+	for spec, want := range map[string]string{
+		"embedded": "embedded",
+		"postgres://rdv:s3cret@db:5432/rdv?sslmode=require": "postgres://rdv:xxxxx@db:5432/rdv?sslmode=require",
+		"postgres://rdv@db/rdv":                             "postgres://rdv@db/rdv",
+	} {
+		if got := redactStore(spec); got != want || strings.Contains(got, "s3cret") {
+			t.Errorf("redactStore(%q) = %q, want %q", spec, got, want)
 		}
 	}
 }

@@ -195,7 +195,7 @@ func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.
 	for _, a := range h.Addrs() {
 		fmt.Fprintf(stdout, "%s/p2p/%s\n", a, h.ID())
 	}
-	log.Info("rendezvous point ready", "peer", h.ID(), "store", cfg.store)
+	log.Info("rendezvous point ready", "peer", h.ID(), "store", redactStore(cfg.store))
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 
@@ -23,4 +24,13 @@ func openStore(ctx context.Context, spec, dataDir string) (store.Store, error) {
 	default:
 		return nil, fmt.Errorf("unknown store %q: want embedded, memory or a postgres:// URL", spec)
 	}
+}
+
+// redactStore is the --store setting with any password hidden, for logs.
+func redactStore(spec string) string {
+	u, err := url.Parse(spec)
+	if err != nil || u.User == nil {
+		return spec
+	}
+	return u.Redacted()
 }
