@@ -66,11 +66,18 @@ func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remo
 			SignedPeerRecord: r.Record,
 			Ttl:              proto.Uint64(remainingSeconds(r.Expires, now)),
 		}
-		size := proto.Size(reg)
-		budget -= protowire.SizeTag(1) + protowire.SizeBytes(size)
-		if budget < 0 {
-			break
+		cost := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(reg))
+		if cost > budget {
+			if len(regs) > 0 || cost <= s.rc.MaxDiscoverResponseSize-responseOverhead {
+				break // the next page starts with it
+			}
+			// It fits in no response (stored under larger limits than
+			// today's): pass over it rather than stall every cookie here.
+			s.log.Debug("registration larger than a DISCOVER response", "ns", r.Namespace, "peer", r.Peer, "bytes", cost)
+			cookie.Seq = r.Seq
+			continue
 		}
+		budget -= cost
 		regs = append(regs, reg)
 		cookie.Seq = r.Seq
 	}

@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
@@ -11,6 +13,7 @@ import (
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/server"
+	"github.com/rendezvous-p2p/rendezvous/store"
 )
 
 func TestDiscoverUnknownNamespace(t *testing.T) {
@@ -216,4 +219,22 @@ func TestExpiry(t *testing.T) {
 	}
 	// The expired registration no longer counts against the peer cap.
 	a.mustRegister("ns", 60)
+}
+
+func TestDiscoverPassesOverUnservableRegistration(t *testing.T) {
+	p := newPoint(t)
+	a, b := newPeer(t, p), newPeer(t, p)
+	// Stored under larger limits than today's: it fits in no response.
+	huge := store.Registration{Namespace: "ns", Peer: a.host.ID(), Record: make([]byte, 2*server.DefaultMaxDiscoverResponseSize), Expires: p.clock.Now().Add(time.Hour)}
+	if _, err := p.store.Register(context.Background(), huge, store.Limits{}, p.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b.mustRegister("ns", 7200)
+	r := b.discover("ns", 0, nil)
+	if ids := peersOf(t, r); len(ids) != 1 || ids[0] != b.host.ID() {
+		t.Fatalf("got %v, want only %s past the unservable one", ids, b.host.ID())
+	}
+	if again := b.discover("ns", 0, r.GetCookie()); len(again.GetRegistrations()) != 0 {
+		t.Fatalf("the cookie does not continue past it: %d more", len(again.GetRegistrations()))
+	}
 }
