@@ -120,8 +120,7 @@ func TestGroupCommitLimits(t *testing.T) {
 	defer s.Close()
 	lim := store.Limits{MaxRegistrationsPerPeer: 3, MaxRegistrations: 40}
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	seqs := map[uint64]bool{}
+	var seqs seqSet
 	for g := range 16 {
 		wg.Go(func() {
 			for i := range 20 {
@@ -129,12 +128,7 @@ func TestGroupCommitLimits(t *testing.T) {
 				if err != nil {
 					continue
 				}
-				mu.Lock()
-				if seqs[seq] {
-					t.Errorf("seq %d twice", seq)
-				}
-				seqs[seq] = true
-				mu.Unlock()
+				seqs.add(t, seq)
 			}
 		})
 	}
@@ -453,8 +447,7 @@ func TestTwoStoresOneFile(t *testing.T) {
 	b := open(t, path, sqlite.WithSynchronous("NORMAL"))
 	defer b.Close()
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	seqs := map[uint64]bool{}
+	var seqs seqSet
 	for i, s := range []*sqlite.Store{a, b, a, b} {
 		wg.Go(func() {
 			var last uint64
@@ -471,12 +464,7 @@ func TestTwoStoresOneFile(t *testing.T) {
 					t.Errorf("seq %d after %d", seq, last)
 				}
 				last = seq
-				mu.Lock()
-				if seqs[seq] {
-					t.Errorf("seq %d twice", seq)
-				}
-				seqs[seq] = true
-				mu.Unlock()
+				seqs.add(t, seq)
 			}
 		})
 	}
@@ -485,7 +473,32 @@ func TestTwoStoresOneFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Registrations != 150 || len(seqs) != 150 {
-		t.Fatalf("stats %+v, %d accepted, want the limit 150", st, len(seqs))
+	if st.Registrations != 150 || seqs.len() != 150 {
+		t.Fatalf("stats %+v, %d accepted, want the limit 150", st, seqs.len())
 	}
+}
+
+// seqSet records sequence numbers handed out concurrently and reports any
+// handed out twice.
+type seqSet struct {
+	mu   sync.Mutex
+	seen map[uint64]bool
+}
+
+func (s *seqSet) add(t *testing.T, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil {
+		s.seen = map[uint64]bool{}
+	}
+	if s.seen[seq] {
+		t.Errorf("seq %d twice", seq)
+	}
+	s.seen[seq] = true
+}
+
+func (s *seqSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.seen)
 }
