@@ -58,7 +58,7 @@ func TestCloseFinishesRequestsInFlight(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return after the request finished")
 	}
-	regs, err := st.Discover(context.Background(), "ns", 0, 10, time.Now())
+	regs, err := st.Discover(context.Background(), nil, "ns", 0, 10, time.Now())
 	if err != nil || len(regs) != 1 {
 		t.Fatalf("store holds %d registrations (%v), want the one acknowledged", len(regs), err)
 	}

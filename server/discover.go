@@ -11,6 +11,7 @@ import (
 
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/pb"
+	"github.com/rendezvous-p2p/rendezvous/store"
 )
 
 func (s *Server) handleDiscover(ctx context.Context, scope network.ResourceScope, remote peer.ID, req *pb.Message_Discover) *pb.Message_DiscoverResponse {
@@ -54,7 +55,10 @@ func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remo
 		defer scope.ReleaseMemory(s.rc.MaxDiscoverResponseSize)
 	}
 	now := s.now()
-	found, err := s.store.Discover(ctx, ns, cookie.Seq, limit, now)
+	page := s.pageBuffer()
+	defer s.putPageBuffer(page)
+	found, err := s.store.Discover(ctx, (*page)[:0], ns, cookie.Seq, limit, now)
+	*page = found
 	if err != nil {
 		return nil, rendezvous.Cookie{}, s.storeError("discover", err)
 	}
@@ -82,6 +86,26 @@ func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remo
 		cookie.Seq = r.Seq
 	}
 	return regs, cookie, nil
+}
+
+// pageBuffer returns a buffer for the registrations of one DISCOVER.
+func (s *Server) pageBuffer() *[]store.Registration {
+	if b, ok := s.pages.Get().(*[]store.Registration); ok {
+		return b
+	}
+	return new([]store.Registration)
+}
+
+// putPageBuffer keeps b for another DISCOVER, without the records it refers
+// to. A buffer grown beyond a page of the default limit is left to the
+// garbage collector, so that one large page does not stay held.
+func (s *Server) putPageBuffer(b *[]store.Registration) {
+	if cap(*b) > s.rc.DefaultDiscoverLimit {
+		return
+	}
+	clear(*b)
+	*b = (*b)[:0]
+	s.pages.Put(b)
 }
 
 // remainingSeconds is the TTL left until expires, rounded up so that a live

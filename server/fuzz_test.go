@@ -90,7 +90,7 @@ func FuzzHandleRequest(f *testing.F) {
 				t.Fatalf("REGISTER answered with %v", resp)
 			}
 			if status == rendezvous.StatusOK {
-				found, err := st.Discover(context.Background(), req.GetRegister().GetNs(), 0, 1000, clock.Now())
+				found, err := st.Discover(context.Background(), nil, req.GetRegister().GetNs(), 0, 1000, clock.Now())
 				if err != nil || !containsPeer(found, remote) {
 					t.Fatalf("accepted registration not stored: %v", err)
 				}

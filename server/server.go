@@ -41,6 +41,9 @@ type Server struct {
 	mu      sync.Mutex
 	closed  bool
 	streams map[network.Stream]struct{}
+
+	// pages holds *[]store.Registration buffers that DISCOVERs read into.
+	pages sync.Pool
 }
 
 // New mounts a rendezvous point on h, keeping registrations in st. The

@@ -23,7 +23,7 @@ func (b brokenStore) Register(context.Context, store.Registration, store.Limits,
 	return 0, b.err
 }
 func (b brokenStore) Unregister(context.Context, string, peer.ID) error { return b.err }
-func (b brokenStore) Discover(context.Context, string, uint64, int, time.Time) ([]store.Registration, error) {
+func (b brokenStore) Discover(context.Context, []store.Registration, string, uint64, int, time.Time) ([]store.Registration, error) {
 	return nil, b.err
 }
 func (b brokenStore) Stats(context.Context, time.Time) (store.Stats, error) {

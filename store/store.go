@@ -77,12 +77,16 @@ type Store interface {
 	// Unregister removes the registration of (p, ns), if there is one.
 	Unregister(ctx context.Context, ns string, p peer.ID) error
 
-	// Discover returns at most limit live registrations with a sequence
-	// number greater than after, in increasing sequence order, from
-	// namespace ns, or from every namespace if ns is empty. A registration
+	// Discover appends to dst at most limit live registrations with a
+	// sequence number greater than after, in increasing sequence order, from
+	// namespace ns, or from every namespace if ns is empty, and returns the
+	// extended slice; on error it returns dst as it was. A registration
 	// acknowledged by Register before Discover began is never passed over:
 	// it is returned, or sequenced after the last one returned.
-	Discover(ctx context.Context, ns string, after uint64, limit int, now time.Time) ([]Registration, error)
+	//
+	// Appending lets a caller reuse one buffer for every page it serves.
+	// The Record of a returned registration must not be modified.
+	Discover(ctx context.Context, dst []Registration, ns string, after uint64, limit int, now time.Time) ([]Registration, error)
 
 	// Stats counts the live registrations and namespaces.
 	Stats(ctx context.Context, now time.Time) (Stats, error)

@@ -1,13 +1,15 @@
 // Package memory is the in-memory store.Store: fast, and empty again after a
 // restart.
 //
-// Registrations sit in three ordered indexes (every namespace by sequence
-// number, each namespace by sequence number, all by expiry) and one map by
-// (namespace, peer), so Register and Unregister cost O(log n) and a Discover
-// of k results O(log n + k), whatever else the store holds. The sequence
-// indexes hold the registrations themselves, not pointers to them, so a
-// Discover reads a page from a few contiguous nodes. Each call first removes
-// the registrations that have expired, wherever they sit, in O(log n) each.
+// Each namespace keeps its registrations in an ordered index by sequence
+// number; one more such index holds every namespace's, one orders all by
+// expiry, and a map finds the registration of a (namespace, peer). Register
+// and Unregister cost O(log n) and a Discover of k results O(log n + k),
+// whatever else the store holds. The sequence indexes hold the registrations
+// themselves in 64-byte entries, one cache line each, so a Discover reads a
+// page from a few contiguous runs of memory; the expiry index holds only
+// (expiry, sequence number) pairs. Each call first removes the registrations
+// that have expired, wherever they sit, in O(log n) each.
 package memory
 
 import (
@@ -29,32 +31,49 @@ const btreeDegree = 64
 // ErrClosed is returned by calls on a closed store.
 var ErrClosed = errors.New("memory store is closed")
 
+// namespace is a namespace holding live registrations. The store keeps one
+// per name while the namespace is not empty, so that entries and keys can
+// refer to it by pointer.
+type namespace struct {
+	name string
+	regs *btree.BTreeG[entry] // by sequence number
+}
+
+// entry is a registration in a sequence index.
+type entry struct {
+	seq     uint64
+	expires int64 // Unix nanoseconds
+	ns      *namespace
+	peer    peer.ID
+	record  []byte
+}
+
+func bySeq(a, b entry) bool { return a.seq < b.seq }
+
+func (e *entry) registration() store.Registration {
+	return store.Registration{
+		Namespace: e.ns.name,
+		Peer:      e.peer,
+		Record:    e.record,
+		Expires:   time.Unix(0, e.expires).UTC(),
+		Seq:       e.seq,
+	}
+}
+
+// key names a registration: one per (namespace, peer).
 type key struct {
-	ns   string
+	ns   *namespace
 	peer peer.ID
 }
 
-// slot is where the registration of a key sits in the indexes.
+// slot is where the registration of a key sits in the indexes, and its place
+// in the expiry index.
 type slot struct {
-	seq     uint64
 	expires int64 // Unix nanoseconds
+	seq     uint64
 }
 
-// seqItem is a registration in a sequence index.
-type seqItem struct {
-	seq uint64
-	reg store.Registration
-}
-
-func bySeq(a, b seqItem) bool { return a.seq < b.seq }
-
-// expiryItem is a registration's place in the expiry index.
-type expiryItem struct {
-	slot
-	key
-}
-
-func byExpiry(a, b expiryItem) bool {
+func byExpiry(a, b slot) bool {
 	if a.expires != b.expires {
 		return a.expires < b.expires
 	}
@@ -67,11 +86,11 @@ type Store struct {
 	closed   bool
 	seq      uint64
 	byKey    map[key]slot
-	all      *btree.BTreeG[seqItem]
-	byNS     map[string]*btree.BTreeG[seqItem]
-	byExpiry *btree.BTreeG[expiryItem]
+	all      *btree.BTreeG[entry]
+	byNS     map[string]*namespace
+	byExpiry *btree.BTreeG[slot]
 	perPeer  map[peer.ID]int
-	free     *btree.FreeListG[seqItem]
+	free     *btree.FreeListG[entry]
 }
 
 var _ store.Store = (*Store)(nil)
@@ -82,12 +101,12 @@ var _ store.Store = (*Store)(nil)
 // handed out before a restart continues after it: everything registered since
 // the restart lies after it in the sequence.
 func New() *Store {
-	free := btree.NewFreeListG[seqItem](btree.DefaultFreeListSize)
+	free := btree.NewFreeListG[entry](btree.DefaultFreeListSize)
 	return &Store{
 		seq:      uint64(time.Now().UnixNano()),
 		byKey:    make(map[key]slot),
 		all:      btree.NewWithFreeListG(btreeDegree, bySeq, free),
-		byNS:     make(map[string]*btree.BTreeG[seqItem]),
+		byNS:     make(map[string]*namespace),
 		byExpiry: btree.NewG(btreeDegree, byExpiry),
 		perPeer:  make(map[peer.ID]int),
 		free:     free,
@@ -102,9 +121,10 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 		return 0, ErrClosed
 	}
 	s.expire(now)
-	k := key{reg.Namespace, reg.Peer}
-	if old, ok := s.byKey[k]; ok {
-		s.remove(k, old)
+	ns := s.byNS[reg.Namespace]
+	if old, ok := s.byKey[key{ns, reg.Peer}]; ok && ns != nil {
+		s.remove(key{ns, reg.Peer}, old)
+		ns = s.byNS[reg.Namespace] // gone if that was its last registration
 	} else {
 		if limits.MaxRegistrationsPerPeer > 0 && s.perPeer[reg.Peer] >= limits.MaxRegistrationsPerPeer {
 			return 0, store.ErrPeerLimit
@@ -112,15 +132,24 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 		if limits.MaxRegistrations > 0 && len(s.byKey) >= limits.MaxRegistrations {
 			return 0, store.ErrFull
 		}
-		if _, ok := s.byNS[reg.Namespace]; !ok && limits.MaxNamespaces > 0 && len(s.byNS) >= limits.MaxNamespaces {
+		if ns == nil && limits.MaxNamespaces > 0 && len(s.byNS) >= limits.MaxNamespaces {
 			return 0, store.ErrFull
 		}
 	}
+	if ns == nil {
+		ns = &namespace{name: reg.Namespace, regs: btree.NewWithFreeListG(btreeDegree, bySeq, s.free)}
+		s.byNS[reg.Namespace] = ns
+	}
 	s.seq++
-	reg.Seq = s.seq
-	reg.Record = append([]byte(nil), reg.Record...)
-	s.insert(k, reg)
-	return reg.Seq, nil
+	e := entry{
+		seq:     s.seq,
+		expires: reg.Expires.UnixNano(),
+		ns:      ns,
+		peer:    reg.Peer,
+		record:  append([]byte(nil), reg.Record...),
+	}
+	s.insert(e)
+	return e.seq, nil
 }
 
 // Unregister implements store.Store.
@@ -130,37 +159,50 @@ func (s *Store) Unregister(_ context.Context, ns string, p peer.ID) error {
 	if s.closed {
 		return ErrClosed
 	}
-	k := key{ns, p}
-	if sl, ok := s.byKey[k]; ok {
-		s.remove(k, sl)
+	if n := s.byNS[ns]; n != nil {
+		if sl, ok := s.byKey[key{n, p}]; ok {
+			s.remove(key{n, p}, sl)
+		}
 	}
 	return nil
 }
 
 // Discover implements store.Store.
-func (s *Store) Discover(_ context.Context, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
+func (s *Store) Discover(_ context.Context, dst []store.Registration, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		return dst, ErrClosed
 	}
 	s.expire(now)
 	tree := s.all
 	if ns != "" {
-		tree = s.byNS[ns]
-		if tree == nil {
-			return nil, nil
+		n := s.byNS[ns]
+		if n == nil {
+			return dst, nil
 		}
+		tree = n.regs
 	}
 	if limit <= 0 || after == math.MaxUint64 {
-		return nil, nil
+		return dst, nil
 	}
-	out := make([]store.Registration, 0, min(limit, tree.Len()))
-	tree.AscendGreaterOrEqual(seqItem{seq: after + 1}, func(it seqItem) bool {
-		out = append(out, it.reg)
-		return len(out) < limit
+	dst = growRegistrations(dst, min(limit, tree.Len()))
+	end := len(dst) + limit
+	tree.AscendGreaterOrEqual(entry{seq: after + 1}, func(e entry) bool {
+		dst = append(dst, e.registration())
+		return len(dst) < end
 	})
-	return out, nil
+	return dst, nil
+}
+
+// growRegistrations returns dst with room for n more registrations.
+func growRegistrations(dst []store.Registration, n int) []store.Registration {
+	if cap(dst)-len(dst) >= n {
+		return dst
+	}
+	grown := make([]store.Registration, len(dst), len(dst)+n)
+	copy(grown, dst)
+	return grown
 }
 
 // Stats implements store.Store.
@@ -189,38 +231,30 @@ func (s *Store) Close() error {
 func (s *Store) expire(now time.Time) {
 	limit := now.UnixNano()
 	for {
-		it, ok := s.byExpiry.Min()
-		if !ok || it.expires > limit {
+		sl, ok := s.byExpiry.Min()
+		if !ok || sl.expires > limit {
 			return
 		}
-		s.remove(it.key, it.slot)
+		e, _ := s.all.Get(entry{seq: sl.seq})
+		s.remove(key{e.ns, e.peer}, sl)
 	}
 }
 
-func (s *Store) insert(k key, reg store.Registration) {
-	sl := slot{seq: reg.Seq, expires: reg.Expires.UnixNano()}
-	s.byKey[k] = sl
-	item := seqItem{reg.Seq, reg}
-	s.all.ReplaceOrInsert(item)
-	s.byExpiry.ReplaceOrInsert(expiryItem{sl, k})
-	tree := s.byNS[k.ns]
-	if tree == nil {
-		tree = btree.NewWithFreeListG(btreeDegree, bySeq, s.free)
-		s.byNS[k.ns] = tree
-	}
-	tree.ReplaceOrInsert(item)
-	s.perPeer[k.peer]++
+func (s *Store) insert(e entry) {
+	sl := slot{expires: e.expires, seq: e.seq}
+	s.byKey[key{e.ns, e.peer}] = sl
+	s.all.ReplaceOrInsert(e)
+	s.byExpiry.ReplaceOrInsert(sl)
+	e.ns.regs.ReplaceOrInsert(e)
+	s.perPeer[e.peer]++
 }
 
 func (s *Store) remove(k key, sl slot) {
 	delete(s.byKey, k)
-	s.all.Delete(seqItem{seq: sl.seq})
-	s.byExpiry.Delete(expiryItem{slot: sl})
-	if tree := s.byNS[k.ns]; tree != nil {
-		tree.Delete(seqItem{seq: sl.seq})
-		if tree.Len() == 0 {
-			delete(s.byNS, k.ns)
-		}
+	s.all.Delete(entry{seq: sl.seq})
+	s.byExpiry.Delete(sl)
+	if k.ns.regs.Delete(entry{seq: sl.seq}); k.ns.regs.Len() == 0 {
+		delete(s.byNS, k.ns.name)
 	}
 	if s.perPeer[k.peer]--; s.perPeer[k.peer] <= 0 {
 		delete(s.perPeer, k.peer)

@@ -475,14 +475,15 @@ func (s *Store) sweepBatch(ctx context.Context, now int64, limit int) (int, erro
 }
 
 // Discover implements store.Store.
-func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
+func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
 	if s.closed.Load() {
-		return nil, ErrClosed
+		return dst, ErrClosed
 	}
+	start := len(dst)
 	n := horizon.Nanos(now)
 	s.horizon.Observe(n)
 	if limit <= 0 || after >= math.MaxInt64 {
-		return nil, nil
+		return dst, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
 	defer cancel()
@@ -496,25 +497,24 @@ func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int
 			WHERE ns = $1 AND seq > $2 AND expires > $3 ORDER BY seq LIMIT $4`, []byte(ns), int64(after), n, limit)
 	}
 	if err != nil {
-		return nil, s.wrap(err)
+		return dst[:start], s.wrap(err)
 	}
 	defer rows.Close()
-	var out []store.Registration
 	for rows.Next() {
 		var nsb, p, record []byte
 		var exp, seq int64
 		if err := rows.Scan(&nsb, &p, &record, &exp, &seq); err != nil {
-			return nil, s.wrap(err)
+			return dst[:start], s.wrap(err)
 		}
-		out = append(out, store.Registration{
+		dst = append(dst, store.Registration{
 			Namespace: string(nsb), Peer: peer.ID(p), Record: record,
 			Expires: time.Unix(0, exp).UTC(), Seq: uint64(seq),
 		})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.wrap(err)
+		return dst[:start], s.wrap(err)
 	}
-	return out, nil
+	return dst, nil
 }
 
 // Stats implements store.Store. It first removes what has expired at now,

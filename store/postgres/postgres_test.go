@@ -111,7 +111,7 @@ func TestTwoPoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	regs, err := b.Discover(ctx, "ns", 0, 10, epoch)
+	regs, err := b.Discover(ctx, nil, "ns", 0, 10, epoch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestTwoPoints(t *testing.T) {
 	if s2 <= s1 {
 		t.Fatalf("B's seq %d not above A's %d", s2, s1)
 	}
-	regs, err = b.Discover(ctx, "ns", s1, 10, epoch) // A's seq as a cookie at B
+	regs, err = b.Discover(ctx, nil, "ns", s1, 10, epoch) // A's seq as a cookie at B
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestLimitsAcrossPoints(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	regs, err := stores[0].Discover(ctx, "", 0, 1000, epoch)
+	regs, err := stores[0].Discover(ctx, nil, "", 0, 1000, epoch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestChainAcrossPoints(t *testing.T) {
 	seen := map[uint64]bool{}
 	var after uint64
 	poll := func(i int) int {
-		regs, err := stores[i%len(stores)].Discover(ctx, "ns", after, 5, epoch)
+		regs, err := stores[i%len(stores)].Discover(ctx, nil, "ns", after, 5, epoch)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -445,7 +445,7 @@ func TestOutageAndRecovery(t *testing.T) {
 		if !errors.Is(err, store.ErrUnavailable) {
 			t.Fatalf("%s: Register: %v, want ErrUnavailable", what, err)
 		}
-		_, err = s.Discover(ctx, "ns", 0, 10, epoch)
+		_, err = s.Discover(ctx, nil, "ns", 0, 10, epoch)
 		if !errors.Is(err, store.ErrUnavailable) {
 			t.Fatalf("%s: Discover: %v, want ErrUnavailable", what, err)
 		}
@@ -476,7 +476,7 @@ func TestOutageAndRecovery(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	regs, err := s.Discover(ctx, "ns", 0, 10, epoch)
+	regs, err := s.Discover(ctx, nil, "ns", 0, 10, epoch)
 	if err != nil || len(regs) != 2 {
 		t.Fatalf("after recovery: %v %v", regs, err)
 	}
@@ -553,7 +553,7 @@ func TestSweeper(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Discover(ctx, "ns0", 0, 1, epoch.Add(2*time.Minute)); err != nil {
+	if _, err := s.Discover(ctx, nil, "ns0", 0, 1, epoch.Add(2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := pgx.Connect(ctx, dsn)
@@ -726,7 +726,7 @@ func BenchmarkDiscover100(b *testing.B) {
 				// Namespace 0 holds registrations 0, k, 2k...: start
 				// where 100 of them remain.
 				j := mrand.IntN(900)
-				regs, err := s.Discover(ctx, benchNS(0), p.seq0+uint64(j*nsCount(n)), 100, epoch)
+				regs, err := s.Discover(ctx, nil, benchNS(0), p.seq0+uint64(j*nsCount(n)), 100, epoch)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -773,7 +773,7 @@ func BenchmarkReopen(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				regs, err := s.Discover(ctx, benchNS(0), 0, 100, epoch)
+				regs, err := s.Discover(ctx, nil, benchNS(0), 0, 100, epoch)
 				if err != nil || len(regs) == 0 {
 					b.Fatal(err, len(regs))
 				}

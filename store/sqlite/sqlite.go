@@ -344,14 +344,15 @@ func (s *Store) Unregister(ctx context.Context, ns string, p peer.ID) error {
 }
 
 // Discover implements store.Store.
-func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
+func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
 	if s.closed.Load() {
-		return nil, ErrClosed
+		return dst, ErrClosed
 	}
+	start := len(dst)
 	n := horizon.Nanos(now)
 	s.horizon.Observe(n)
 	if limit <= 0 || after >= math.MaxInt64 {
-		return nil, nil
+		return dst, nil
 	}
 	var rows *sql.Rows
 	var err error
@@ -361,24 +362,23 @@ func (s *Store) Discover(ctx context.Context, ns string, after uint64, limit int
 		rows, err = s.discoverNS.QueryContext(ctx, ns, int64(after), n, limit)
 	}
 	if err != nil {
-		return nil, s.wrap(err)
+		return dst[:start], s.wrap(err)
 	}
 	defer rows.Close()
-	var out []store.Registration
 	for rows.Next() {
 		var r store.Registration
 		var seq, exp int64
 		var p []byte
 		if err := rows.Scan(&seq, &r.Namespace, &p, &r.Record, &exp); err != nil {
-			return nil, s.wrap(err)
+			return dst[:start], s.wrap(err)
 		}
 		r.Peer, r.Seq, r.Expires = peer.ID(p), uint64(seq), time.Unix(0, exp).UTC()
-		out = append(out, r)
+		dst = append(dst, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.wrap(err)
+		return dst[:start], s.wrap(err)
 	}
-	return out, nil
+	return dst, nil
 }
 
 // Stats implements store.Store. It first removes what has expired at now,

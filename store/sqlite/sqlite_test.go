@@ -68,7 +68,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if err := s.Unregister(ctx, "ns1", pid(49)); err != nil {
 		t.Fatal(err)
 	}
-	before, err := s.Discover(ctx, "", 0, 100, epoch)
+	before, err := s.Discover(ctx, nil, "", 0, 100, epoch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 
 	s = open(t, path)
 	defer s.Close()
-	after, err := s.Discover(ctx, "", 0, 100, epoch)
+	after, err := s.Discover(ctx, nil, "", 0, 100, epoch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if seq != last+1 {
 		t.Fatalf("first seq after reopening %d, want %d", seq, last+1)
 	}
-	regs, err := s.Discover(ctx, "", cookie, 100, epoch)
+	regs, err := s.Discover(ctx, nil, "", cookie, 100, epoch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestGroupCommitLimits(t *testing.T) {
 	}
 	for g := range 16 {
 		var n int
-		regs, _ := s.Discover(ctx, "", 0, 1000, epoch)
+		regs, _ := s.Discover(ctx, nil, "", 0, 1000, epoch)
 		for _, r := range regs {
 			if r.Peer == pid(g) {
 				n++
@@ -171,7 +171,7 @@ func TestSweeper(t *testing.T) {
 		}
 	}
 	// Let the sweeper see a later now.
-	if _, err := s.Discover(ctx, "ns0", 0, 1, epoch.Add(2*time.Minute)); err != nil {
+	if _, err := s.Discover(ctx, nil, "ns0", 0, 1, epoch.Add(2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	db, err := sql.Open("sqlite", path)
@@ -375,7 +375,7 @@ func BenchmarkDiscover100(b *testing.B) {
 		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
 			s := open(b, populated(b, n), sqlite.WithSweepInterval(0))
 			defer s.Close()
-			first, err := s.Discover(ctx, "", 0, 1, epoch)
+			first, err := s.Discover(ctx, nil, "", 0, 1, epoch)
 			if err != nil || len(first) == 0 {
 				b.Fatal(err)
 			}
@@ -385,7 +385,7 @@ func BenchmarkDiscover100(b *testing.B) {
 				// Namespace 0 holds registrations 0, k, 2k...: start
 				// where 100 of them remain.
 				j := rand.IntN(900)
-				regs, err := s.Discover(ctx, benchNS(0), seq0+uint64(j*nsCount(n)), 100, epoch)
+				regs, err := s.Discover(ctx, nil, benchNS(0), seq0+uint64(j*nsCount(n)), 100, epoch)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -424,7 +424,7 @@ func BenchmarkReopen(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				s := open(b, p, sqlite.WithSweepInterval(0))
-				regs, err := s.Discover(ctx, benchNS(0), 0, 100, epoch)
+				regs, err := s.Discover(ctx, nil, benchNS(0), 0, 100, epoch)
 				if err != nil || len(regs) == 0 {
 					b.Fatal(err, len(regs))
 				}

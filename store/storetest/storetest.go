@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"NamespaceKeptByteForByte", testNamespaceBytes},
 		{"DiscoverAllInSequenceOrder", testDiscoverAll},
 		{"DiscoverAfterAndLimit", testDiscoverAfterAndLimit},
+		{"DiscoverAppendsToDst", testDiscoverAppends},
 		{"ExpiredNeverServed", testExpiredNeverServed},
 		{"Unregister", testUnregister},
 		{"UnregisterMissingIsNoop", testUnregisterMissing},
@@ -73,7 +74,7 @@ func mustRegister(t *testing.T, s store.Store, r store.Registration) uint64 {
 
 func discover(t *testing.T, s store.Store, ns string, after uint64, limit int, now time.Time) []store.Registration {
 	t.Helper()
-	regs, err := s.Discover(context.Background(), ns, after, limit, now)
+	regs, err := s.Discover(context.Background(), nil, ns, after, limit, now)
 	if err != nil {
 		t.Fatalf("Discover(%q, %d, %d): %v", ns, after, limit, err)
 	}
@@ -171,6 +172,34 @@ func testDiscoverAll(t *testing.T, s store.Store) {
 	mustRegister(t, s, reg("b", pid(1), time.Hour)) // refresh moves it last
 	wantKeys(t, discover(t, s, "", 0, 10, epoch),
 		"a/"+string(pid(2)), "c/"+string(pid(1)), "b/"+string(pid(1)))
+}
+
+// testDiscoverAppends: Discover appends after what dst holds, leaves it be,
+// and counts the limit from there; one buffer serves page after page.
+func testDiscoverAppends(t *testing.T, s store.Store) {
+	for i := range 3 {
+		mustRegister(t, s, reg("ns", pid(i), time.Hour))
+	}
+	sentinel := store.Registration{Namespace: "sentinel"}
+	buf := make([]store.Registration, 1, 8)
+	buf[0] = sentinel
+	regs, err := s.Discover(context.Background(), buf, "ns", 0, 2, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(regs) != 3 || regs[0].Namespace != "sentinel" {
+		t.Fatalf("got %v, want the sentinel then 2 registrations", keys(regs))
+	}
+	wantKeys(t, regs[1:], "ns/"+string(pid(0)), "ns/"+string(pid(1)))
+	regs, err = s.Discover(context.Background(), regs[:0], "ns", regs[2].Seq, 2, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantKeys(t, regs, "ns/"+string(pid(2)))
+	regs, err = s.Discover(context.Background(), regs[:0], "missing", 0, 2, epoch)
+	if err != nil || len(regs) != 0 {
+		t.Fatalf("unknown namespace: got %v, %v", keys(regs), err)
+	}
 }
 
 func testDiscoverAfterAndLimit(t *testing.T, s store.Store) {
