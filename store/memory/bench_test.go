@@ -18,7 +18,12 @@ import (
 // store holds: a store of n registrations has n/benchPerNamespace namespaces.
 const benchPerNamespace = 1000
 
+// benchSizes are the sizes of the stores benchmarked.
 var benchSizes = []int{1_000, 100_000, 1_000_000}
+
+// benchHeld is how many registrations the "among" benchmarks keep in memory
+// whatever the size of the store they measure: the largest size.
+const benchHeld = 1_000_000
 
 var benchNow = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -27,102 +32,190 @@ func benchReg(i int, record []byte) store.Registration {
 		Namespace: fmt.Sprintf("ns-%d", i/benchPerNamespace),
 		Peer:      peer.ID(fmt.Sprintf("peer-%d", i%benchPerNamespace)),
 		Record:    record,
-		Expires:   benchNow.Add(time.Hour + time.Duration(i)*time.Millisecond),
+		Expires:   benchExpires(i),
 	}
 }
 
-// filled returns a memory store holding n registrations.
-func filled(b *testing.B, n int) *memory.Store {
+// benchExpires is when the i-th registration of a benchmark expires: each
+// later than the one before.
+func benchExpires(i int) time.Time {
+	return benchNow.Add(time.Hour + time.Duration(i)*time.Millisecond)
+}
+
+// benchFleet is the stores one benchmark runs against, all of one size, with
+// what the benchmark needs to know of each.
+type benchFleet struct {
+	size   int
+	stores []*memory.Store
+	regs   [][]store.Registration // of each store, as registered
+	firsts []map[string]uint64    // of each store, each namespace's first seq
+	heap   float64                // heap in use after filling, minus before
+}
+
+// newFleet fills count stores of size registrations each.
+func newFleet(b *testing.B, size, count int) *benchFleet {
 	b.Helper()
-	s := memory.New()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f := &benchFleet{size: size}
 	record := make([]byte, 200)
-	for i := range n {
-		if _, err := s.Register(context.Background(), benchReg(i, record), store.Limits{}, benchNow); err != nil {
-			b.Fatal(err)
+	for range count {
+		s := memory.New()
+		regs := make([]store.Registration, size)
+		firsts := make(map[string]uint64)
+		for i := range regs {
+			regs[i] = benchReg(i, record)
+			seq, err := s.Register(context.Background(), regs[i], store.Limits{}, benchNow)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, ok := firsts[regs[i].Namespace]; !ok {
+				firsts[regs[i].Namespace] = seq
+			}
 		}
+		f.stores = append(f.stores, s)
+		f.regs = append(f.regs, regs)
+		f.firsts = append(f.firsts, firsts)
 	}
 	// Collect the garbage of filling now, so that no collection started by
 	// it runs during the timed loop.
 	runtime.GC()
-	return s
+	runtime.ReadMemStats(&after)
+	f.heap = float64(after.HeapInuse) - float64(before.HeapInuse)
+	b.Cleanup(func() {
+		for _, s := range f.stores {
+			_ = s.Close()
+		}
+	})
+	return f
 }
 
-// BenchmarkRegister refreshes the oldest registration of a store of each
-// size, as clients' refresh timers do (each refreshes at a fixed fraction of
-// its TTL, so the oldest registration is the next refreshed); the size stays
-// the same.
+// held is how many registrations the fleet holds.
+func (f *benchFleet) held() int { return f.size * len(f.stores) }
+
+// runFleets runs bench against a store of each size, twice: "alone", the
+// only store in memory, and "among", one of the benchHeld/size stores that
+// hold benchHeld registrations in all, each operation going to one of them
+// at random. Alone, a small store sits in the CPU caches and a large one in
+// main memory; among, every size pays the same for the memory it touches, so
+// what differs between sizes is the cost of the store's size itself.
+func runFleets(b *testing.B, bench func(b *testing.B, f *benchFleet)) {
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d/alone", size), func(b *testing.B) {
+			bench(b, newFleet(b, size, 1))
+		})
+		if size < benchHeld {
+			b.Run(fmt.Sprintf("size=%d/among=%d", size, benchHeld), func(b *testing.B) {
+				bench(b, newFleet(b, size, benchHeld/size))
+			})
+		}
+	}
+}
+
+// BenchmarkRegister refreshes the oldest registration, as clients' refresh
+// timers do (each refreshes at a fixed fraction of its TTL, so the oldest
+// registration is the next refreshed): the refreshed registration expires
+// after all the others, and the size stays the same. Among several stores,
+// the oldest registration of them all is refreshed: the workload is the same
+// as on one store of them all.
 func BenchmarkRegister(b *testing.B) {
-	benchmarkRegister(b, func(i, n int, _ *rand.Rand) int { return i % n })
+	runFleets(b, func(b *testing.B, f *benchFleet) {
+		benchmarkRegister(b, f, func(i int, _ *rand.Rand) int { return i % f.held() })
+	})
 }
 
 // BenchmarkRegisterRandom refreshes registrations in random order: every
 // index is touched at a random place, the worst case for the memory
 // hierarchy.
 func BenchmarkRegisterRandom(b *testing.B) {
-	benchmarkRegister(b, func(_, n int, rng *rand.Rand) int { return rng.IntN(n) })
+	runFleets(b, func(b *testing.B, f *benchFleet) {
+		benchmarkRegister(b, f, func(_ int, rng *rand.Rand) int { return rng.IntN(f.held()) })
+	})
 }
 
-func benchmarkRegister(b *testing.B, pick func(i, n int, rng *rand.Rand) int) {
-	for _, n := range benchSizes {
-		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
-			s := filled(b, n)
-			defer s.Close()
-			record := make([]byte, 200)
-			regs := make([]store.Registration, n)
-			for i := range regs {
-				regs[i] = benchReg(i, record)
-			}
-			rng := rand.New(rand.NewPCG(1, 2))
-			limits := store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 2 * n, MaxNamespaces: n}
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				if _, err := s.Register(context.Background(), regs[pick(i, n, rng)], limits, benchNow); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
-		})
+// benchmarkRegister refreshes, at the i-th operation, the registration
+// pick(i) of the fleet, counting registrations store by store in the order
+// they were made.
+func benchmarkRegister(b *testing.B, f *benchFleet, pick func(i int, rng *rand.Rand) int) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	limits := store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 2 * f.size, MaxNamespaces: f.size}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		g := pick(i, rng)
+		r := f.regs[g/f.size][g%f.size]
+		r.Expires = benchExpires(f.held() + i)
+		if _, err := f.stores[g/f.size].Register(context.Background(), r, limits, benchNow); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }
 
 // BenchmarkDiscover100 reads a page of 100 registrations from a random
-// position in a random namespace of a store of each size.
+// position in a random namespace of a store, into a buffer reused from page
+// to page as the server does.
 func BenchmarkDiscover100(b *testing.B) {
-	for _, n := range benchSizes {
-		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			s := filled(b, n)
-			defer s.Close()
-			runtime.GC()
-			runtime.ReadMemStats(&after)
-			heap := float64(after.HeapInuse) - float64(before.HeapInuse)
-			// The sequence numbers of each namespace's first registration.
-			firsts := map[string]uint64{}
-			all, _ := s.Discover(context.Background(), "", 0, n, benchNow)
-			for _, r := range all {
-				if _, ok := firsts[r.Namespace]; !ok {
-					firsts[r.Namespace] = r.Seq
+	runFleets(b, func(b *testing.B, f *benchFleet) {
+		names := make([]string, f.size/benchPerNamespace)
+		for i := range names {
+			names[i] = fmt.Sprintf("ns-%d", i)
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		buf := make([]store.Registration, 0, 100)
+		b.ReportAllocs()
+		for b.Loop() {
+			k := rng.IntN(len(f.stores))
+			ns := names[rng.IntN(len(names))]
+			after := f.firsts[k][ns] + uint64(rng.IntN(benchPerNamespace-100))
+			regs, err := f.stores[k].Discover(context.Background(), buf[:0], ns, after, 100, benchNow)
+			if err != nil || len(regs) != 100 {
+				b.Fatalf("got %d registrations, %v", len(regs), err)
+			}
+		}
+		// After the loop: its first call drops metrics.
+		b.ReportMetric(f.heap, "heap-bytes")
+	})
+}
+
+// BenchmarkMapReference looks up a random key in Go's built-in map, alone
+// and among maps holding benchHeld keys in all, as the store benchmarks do:
+// what one random access into memory costs as it grows, whatever the
+// structure, for comparison with the store's figures.
+func BenchmarkMapReference(b *testing.B) {
+	for _, size := range benchSizes {
+		counts := []int{1}
+		if size < benchHeld {
+			counts = append(counts, benchHeld/size)
+		}
+		for _, count := range counts {
+			name := fmt.Sprintf("size=%d/alone", size)
+			if count > 1 {
+				name = fmt.Sprintf("size=%d/among=%d", size, benchHeld)
+			}
+			b.Run(name, func(b *testing.B) {
+				maps := make([]map[string]uint64, count)
+				keys := make([][]string, count)
+				for k := range maps {
+					maps[k] = make(map[string]uint64)
+					for i := range size {
+						key := fmt.Sprintf("ns-%d/peer-%d", i/benchPerNamespace, i%benchPerNamespace)
+						keys[k] = append(keys[k], key)
+						maps[k][key] = uint64(i)
+					}
 				}
-			}
-			names := make([]string, n/benchPerNamespace)
-			for i := range names {
-				names[i] = fmt.Sprintf("ns-%d", i)
-			}
-			rng := rand.New(rand.NewPCG(1, 2))
-			b.ReportAllocs()
-			for b.Loop() {
-				ns := names[rng.IntN(len(names))]
-				after := firsts[ns] + uint64(rng.IntN(benchPerNamespace-100))
-				regs, err := s.Discover(context.Background(), ns, after, 100, benchNow)
-				if err != nil || len(regs) != 100 {
-					b.Fatalf("got %d registrations, %v", len(regs), err)
+				runtime.GC()
+				rng := rand.New(rand.NewPCG(1, 2))
+				var sum uint64
+				for b.Loop() {
+					k := rng.IntN(count)
+					sum += maps[k][keys[k][rng.IntN(size)]]
 				}
-			}
-			// After the loop: its first call drops metrics.
-			b.ReportMetric(heap, "heap-bytes")
-		})
+				if sum == 0 {
+					b.Fatal("no key found")
+				}
+			})
+		}
 	}
 }
