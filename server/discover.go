@@ -97,12 +97,9 @@ func (s *Server) pageBuffer() *[]store.Registration {
 }
 
 // putPageBuffer keeps b for another DISCOVER, without the records it refers
-// to. A buffer grown beyond a page of the default limit is left to the
-// garbage collector, so that one large page does not stay held.
+// to. A page holds at most MaxDiscoverLimit registrations, which bounds the
+// buffers kept; the pool lets the garbage collector have them when idle.
 func (s *Server) putPageBuffer(b *[]store.Registration) {
-	if cap(*b) > s.rc.DefaultDiscoverLimit {
-		return
-	}
 	clear(*b)
 	*b = (*b)[:0]
 	s.pages.Put(b)
