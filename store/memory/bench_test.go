@@ -27,12 +27,32 @@ const benchHeld = 1_000_000
 
 var benchNow = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func benchReg(i int, record []byte) store.Registration {
+// benchNamespaces and benchPeers name the namespaces and peers of the
+// benchmarks' registrations: the i-th registration of a store is peer
+// i%benchPerNamespace in namespace i/benchPerNamespace.
+var benchNamespaces, benchPeers = func() ([]string, []peer.ID) {
+	names := make([]string, benchHeld/benchPerNamespace)
+	for i := range names {
+		names[i] = fmt.Sprintf("ns-%d", i)
+	}
+	peers := make([]peer.ID, benchPerNamespace)
+	for i := range peers {
+		peers[i] = peer.ID(fmt.Sprintf("peer-%d", i))
+	}
+	return names, peers
+}()
+
+// benchRecord is the record of every benchmark registration.
+var benchRecord = make([]byte, 200)
+
+// benchReg is the i-th registration of a benchmark store, registered to
+// expire at benchExpires(expiry).
+func benchReg(i, expiry int) store.Registration {
 	return store.Registration{
-		Namespace: fmt.Sprintf("ns-%d", i/benchPerNamespace),
-		Peer:      peer.ID(fmt.Sprintf("peer-%d", i%benchPerNamespace)),
-		Record:    record,
-		Expires:   benchExpires(i),
+		Namespace: benchNamespaces[i/benchPerNamespace],
+		Peer:      benchPeers[i%benchPerNamespace],
+		Record:    benchRecord,
+		Expires:   benchExpires(expiry),
 	}
 }
 
@@ -47,9 +67,8 @@ func benchExpires(i int) time.Time {
 type benchFleet struct {
 	size   int
 	stores []*memory.Store
-	regs   [][]store.Registration // of each store, as registered
-	firsts []map[string]uint64    // of each store, each namespace's first seq
-	heap   float64                // heap in use after filling, minus before
+	firsts []map[string]uint64 // of each store, each namespace's first seq
+	heap   float64             // heap in use after filling, minus before
 }
 
 // newFleet fills count stores of size registrations each.
@@ -59,30 +78,31 @@ func newFleet(b *testing.B, size, count int) *benchFleet {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	f := &benchFleet{size: size}
-	record := make([]byte, 200)
 	for range count {
 		s := memory.New()
-		regs := make([]store.Registration, size)
-		firsts := make(map[string]uint64)
-		for i := range regs {
-			regs[i] = benchReg(i, record)
-			seq, err := s.Register(context.Background(), regs[i], store.Limits{}, benchNow)
-			if err != nil {
+		for i := range size {
+			if _, err := s.Register(context.Background(), benchReg(i, i), store.Limits{}, benchNow); err != nil {
 				b.Fatal(err)
-			}
-			if _, ok := firsts[regs[i].Namespace]; !ok {
-				firsts[regs[i].Namespace] = seq
 			}
 		}
 		f.stores = append(f.stores, s)
-		f.regs = append(f.regs, regs)
-		f.firsts = append(f.firsts, firsts)
 	}
 	// Collect the garbage of filling now, so that no collection started by
 	// it runs during the timed loop.
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	f.heap = float64(after.HeapInuse) - float64(before.HeapInuse)
+	for _, s := range f.stores {
+		firsts := make(map[string]uint64)
+		for _, ns := range benchNamespaces[:size/benchPerNamespace] {
+			regs, err := s.Discover(context.Background(), nil, ns, 0, 1, benchNow)
+			if err != nil || len(regs) != 1 {
+				b.Fatalf("namespace %s: %d registrations, %v", ns, len(regs), err)
+			}
+			firsts[ns] = regs[0].Seq
+		}
+		f.firsts = append(f.firsts, firsts)
+	}
 	b.Cleanup(func() {
 		for _, s := range f.stores {
 			_ = s.Close()
@@ -144,8 +164,7 @@ func benchmarkRegister(b *testing.B, f *benchFleet, pick func(i int, rng *rand.R
 	i := 0
 	for b.Loop() {
 		g := pick(i, rng)
-		r := f.regs[g/f.size][g%f.size]
-		r.Expires = benchExpires(f.held() + i)
+		r := benchReg(g%f.size, f.held()+i)
 		if _, err := f.stores[g/f.size].Register(context.Background(), r, limits, benchNow); err != nil {
 			b.Fatal(err)
 		}
@@ -158,10 +177,7 @@ func benchmarkRegister(b *testing.B, f *benchFleet, pick func(i int, rng *rand.R
 // to page as the server does.
 func BenchmarkDiscover100(b *testing.B) {
 	runFleets(b, func(b *testing.B, f *benchFleet) {
-		names := make([]string, f.size/benchPerNamespace)
-		for i := range names {
-			names[i] = fmt.Sprintf("ns-%d", i)
-		}
+		names := benchNamespaces[:f.size/benchPerNamespace]
 		rng := rand.New(rand.NewPCG(1, 2))
 		buf := make([]store.Registration, 0, 100)
 		b.ReportAllocs()

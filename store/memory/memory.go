@@ -1,15 +1,16 @@
 // Package memory is the in-memory store.Store: fast, and empty again after a
 // restart.
 //
-// Each namespace keeps its registrations in an ordered index by sequence
-// number; one more such index holds every namespace's, one orders all by
-// expiry, and a map finds the registration of a (namespace, peer). Register
-// and Unregister cost O(log n) and a Discover of k results O(log n + k),
-// whatever else the store holds. The sequence indexes hold the registrations
-// themselves in 64-byte entries, one cache line each, so a Discover reads a
-// page from a few contiguous runs of memory; the expiry index holds only
-// (expiry, sequence number) pairs. Each call first removes the registrations
-// that have expired, wherever they sit, in O(log n) each.
+// Each namespace keeps its registrations in sequence order; one more such
+// list holds every namespace's, a B-tree orders all by expiry, and a map
+// finds the registration of a (namespace, peer). Register and Unregister
+// cost O(log n) and a Discover of k results O(log n + k), whatever else the
+// store holds. The sequence lists hold the registrations themselves, in
+// 64-byte entries (one cache line), in chunks of up to 64 contiguous entries
+// found through a B-tree of their first sequence numbers: registrations only
+// ever join a list at its end, so chunks fill up, and a page of 100 is read
+// from two or three of them. Each call first removes the registrations that
+// have expired, wherever they sit, in O(log n) each.
 package memory
 
 import (
@@ -36,7 +37,7 @@ var ErrClosed = errors.New("memory store is closed")
 // refer to it by pointer.
 type namespace struct {
 	name string
-	regs *btree.BTreeG[entry] // by sequence number
+	regs *seqList
 }
 
 // entry is a registration in a sequence index.
@@ -47,8 +48,6 @@ type entry struct {
 	peer    peer.ID
 	record  []byte
 }
-
-func bySeq(a, b entry) bool { return a.seq < b.seq }
 
 func (e *entry) registration() store.Registration {
 	return store.Registration{
@@ -86,11 +85,11 @@ type Store struct {
 	closed   bool
 	seq      uint64
 	byKey    map[key]slot
-	all      *btree.BTreeG[entry]
+	all      *seqList
 	byNS     map[string]*namespace
 	byExpiry *btree.BTreeG[slot]
 	perPeer  map[peer.ID]int
-	free     *btree.FreeListG[entry]
+	free     *btree.FreeListG[fence]
 }
 
 var _ store.Store = (*Store)(nil)
@@ -101,11 +100,11 @@ var _ store.Store = (*Store)(nil)
 // handed out before a restart continues after it: everything registered since
 // the restart lies after it in the sequence.
 func New() *Store {
-	free := btree.NewFreeListG[entry](btree.DefaultFreeListSize)
+	free := btree.NewFreeListG[fence](btree.DefaultFreeListSize)
 	return &Store{
 		seq:      uint64(time.Now().UnixNano()),
 		byKey:    make(map[key]slot),
-		all:      btree.NewWithFreeListG(btreeDegree, bySeq, free),
+		all:      newSeqList(free),
 		byNS:     make(map[string]*namespace),
 		byExpiry: btree.NewG(btreeDegree, byExpiry),
 		perPeer:  make(map[peer.ID]int),
@@ -137,7 +136,7 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 		}
 	}
 	if ns == nil {
-		ns = &namespace{name: reg.Namespace, regs: btree.NewWithFreeListG(btreeDegree, bySeq, s.free)}
+		ns = &namespace{name: reg.Namespace, regs: newSeqList(s.free)}
 		s.byNS[reg.Namespace] = ns
 	}
 	s.seq++
@@ -175,20 +174,20 @@ func (s *Store) Discover(_ context.Context, dst []store.Registration, ns string,
 		return dst, ErrClosed
 	}
 	s.expire(now)
-	tree := s.all
+	list := s.all
 	if ns != "" {
 		n := s.byNS[ns]
 		if n == nil {
 			return dst, nil
 		}
-		tree = n.regs
+		list = n.regs
 	}
 	if limit <= 0 || after == math.MaxUint64 {
 		return dst, nil
 	}
-	dst = growRegistrations(dst, min(limit, tree.Len()))
+	dst = growRegistrations(dst, min(limit, list.Len()))
 	end := len(dst) + limit
-	tree.AscendGreaterOrEqual(entry{seq: after + 1}, func(e entry) bool {
+	list.ascend(after+1, func(e *entry) bool {
 		dst = append(dst, e.registration())
 		return len(dst) < end
 	})
@@ -222,7 +221,7 @@ func (s *Store) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	s.byKey, s.byNS, s.perPeer = nil, nil, nil
-	s.all.Clear(false)
+	s.all.clear()
 	s.byExpiry.Clear(false)
 	return nil
 }
@@ -235,7 +234,7 @@ func (s *Store) expire(now time.Time) {
 		if !ok || sl.expires > limit {
 			return
 		}
-		e, _ := s.all.Get(entry{seq: sl.seq})
+		e, _ := s.all.get(sl.seq)
 		s.remove(key{e.ns, e.peer}, sl)
 	}
 }
@@ -243,17 +242,17 @@ func (s *Store) expire(now time.Time) {
 func (s *Store) insert(e entry) {
 	sl := slot{expires: e.expires, seq: e.seq}
 	s.byKey[key{e.ns, e.peer}] = sl
-	s.all.ReplaceOrInsert(e)
+	s.all.push(e)
 	s.byExpiry.ReplaceOrInsert(sl)
-	e.ns.regs.ReplaceOrInsert(e)
+	e.ns.regs.push(e)
 	s.perPeer[e.peer]++
 }
 
 func (s *Store) remove(k key, sl slot) {
 	delete(s.byKey, k)
-	s.all.Delete(entry{seq: sl.seq})
+	s.all.delete(sl.seq)
 	s.byExpiry.Delete(sl)
-	if k.ns.regs.Delete(entry{seq: sl.seq}); k.ns.regs.Len() == 0 {
+	if k.ns.regs.delete(sl.seq); k.ns.regs.Len() == 0 {
 		delete(s.byNS, k.ns.name)
 	}
 	if s.perPeer[k.peer]--; s.perPeer[k.peer] <= 0 {
