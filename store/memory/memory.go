@@ -90,6 +90,7 @@ type Store struct {
 	byExpiry *btree.BTreeG[slot]
 	perPeer  map[peer.ID]int
 	free     *btree.FreeListG[fence]
+	chunks   *chunkPool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -101,14 +102,16 @@ var _ store.Store = (*Store)(nil)
 // the restart lies after it in the sequence.
 func New() *Store {
 	free := btree.NewFreeListG[fence](btree.DefaultFreeListSize)
+	chunks := &chunkPool{}
 	return &Store{
 		seq:      uint64(time.Now().UnixNano()),
 		byKey:    make(map[key]slot),
-		all:      newSeqList(free),
+		all:      newSeqList(free, chunks),
 		byNS:     make(map[string]*namespace),
 		byExpiry: btree.NewG(btreeDegree, byExpiry),
 		perPeer:  make(map[peer.ID]int),
 		free:     free,
+		chunks:   chunks,
 	}
 }
 
@@ -136,7 +139,7 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 		}
 	}
 	if ns == nil {
-		ns = &namespace{name: reg.Namespace, regs: newSeqList(s.free)}
+		ns = &namespace{name: reg.Namespace, regs: newSeqList(s.free, s.chunks)}
 		s.byNS[reg.Namespace] = ns
 	}
 	s.seq++

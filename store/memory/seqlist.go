@@ -38,6 +38,36 @@ type fence struct {
 
 func byFence(a, b fence) bool { return a.seq < b.seq }
 
+// chunkPoolSize is how many emptied chunks a chunkPool keeps.
+const chunkPoolSize = 16
+
+// chunkPool keeps full-size chunks that emptied, for the lists of one store
+// to start new chunks with: as refreshes empty chunks at the front of a list
+// and fill new ones at its end, the same few chunks go round.
+type chunkPool struct {
+	free []*chunk
+}
+
+// get returns an empty chunk of capacity chunkCap.
+func (p *chunkPool) get() *chunk {
+	if n := len(p.free); n > 0 {
+		c := p.free[n-1]
+		p.free = p.free[:n-1]
+		return c
+	}
+	return &chunk{entries: make([]entry, 0, chunkCap)}
+}
+
+// put takes back c, which no list holds any more.
+func (p *chunkPool) put(c *chunk) {
+	if cap(c.entries) != chunkCap || len(p.free) == chunkPoolSize {
+		return
+	}
+	clear(c.entries) // what was merged elsewhere is still referred to here
+	c.entries = c.entries[:0]
+	p.free = append(p.free, c)
+}
+
 // seqList holds entries in increasing sequence order: chunks of up to
 // chunkCap contiguous entries, found through a B-tree of their fences.
 //
@@ -49,11 +79,12 @@ func byFence(a, b fence) bool { return a.seq < b.seq }
 // chunkMerge entries joins a neighbour with room for it.
 type seqList struct {
 	fences *btree.BTreeG[fence]
+	chunks *chunkPool
 	n      int
 }
 
-func newSeqList(free *btree.FreeListG[fence]) *seqList {
-	return &seqList{fences: btree.NewWithFreeListG(btreeDegree, byFence, free)}
+func newSeqList(free *btree.FreeListG[fence], chunks *chunkPool) *seqList {
+	return &seqList{fences: btree.NewWithFreeListG(btreeDegree, byFence, free), chunks: chunks}
 }
 
 // Len is the number of entries.
@@ -67,7 +98,7 @@ func (l *seqList) push(e entry) {
 		last.c.add(e)
 	case ok:
 		// The last chunk is full: so will this one be, most likely.
-		c := &chunk{entries: make([]entry, 0, chunkCap)}
+		c := l.chunks.get()
 		c.add(e)
 		l.fences.ReplaceOrInsert(fence{seq: e.seq, c: c})
 	default:
@@ -128,6 +159,7 @@ func (l *seqList) delete(seq uint64) {
 	switch {
 	case len(c.entries) == 0:
 		l.fences.Delete(f)
+		l.chunks.put(c)
 	case len(c.entries) < chunkMerge:
 		l.merge(f)
 	}
@@ -139,6 +171,7 @@ func (l *seqList) merge(f fence) {
 	if next, ok := l.next(f.seq); ok && len(f.c.entries)+len(next.c.entries) <= chunkCap {
 		f.c.add(next.c.entries...)
 		l.fences.Delete(next)
+		l.chunks.put(next.c)
 		return
 	}
 	if f.seq == 0 {
@@ -147,6 +180,7 @@ func (l *seqList) merge(f fence) {
 	if prev, ok := l.chunkOf(f.seq - 1); ok && len(prev.c.entries)+len(f.c.entries) <= chunkCap {
 		prev.c.add(f.c.entries...)
 		l.fences.Delete(f)
+		l.chunks.put(f.c)
 	}
 }
 

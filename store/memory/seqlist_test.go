@@ -46,7 +46,7 @@ func TestSeqList(t *testing.T) {
 	for seed := range uint64(10) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 3))
-			l := newSeqList(btree.NewFreeListG[fence](8))
+			l := newSeqList(btree.NewFreeListG[fence](8), &chunkPool{})
 			var want []uint64
 			next := uint64(1)
 			for step := range 20000 {
