@@ -26,7 +26,8 @@ import (
 	"github.com/rendezvous-p2p/rendezvous/store"
 )
 
-// btreeDegree is the degree of the ordered indexes.
+// btreeDegree is the degree of the B-trees: the fences of each sequence
+// list, and the expiry index.
 const btreeDegree = 64
 
 // ErrClosed is returned by calls on a closed store.
@@ -40,7 +41,7 @@ type namespace struct {
 	regs *seqList
 }
 
-// entry is a registration in a sequence index.
+// entry is a registration in a sequence list: 64 bytes, one cache line.
 type entry struct {
 	seq     uint64
 	expires int64 // Unix nanoseconds
@@ -49,6 +50,7 @@ type entry struct {
 	record  []byte
 }
 
+// registration is e as the Store interface gives it.
 func (e *entry) registration() store.Registration {
 	return store.Registration{
 		Namespace: e.ns.name,
@@ -65,8 +67,8 @@ type key struct {
 	peer peer.ID
 }
 
-// slot is where the registration of a key sits in the indexes, and its place
-// in the expiry index.
+// slot finds the registration of a key: its sequence number finds it in the
+// sequence lists, and with its expiry it is its place in the expiry index.
 type slot struct {
 	expires int64 // Unix nanoseconds
 	seq     uint64
@@ -124,7 +126,7 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 	}
 	s.expire(now)
 	ns := s.byNS[reg.Namespace]
-	if old, ok := s.byKey[key{ns, reg.Peer}]; ok && ns != nil {
+	if old, ok := s.byKey[key{ns, reg.Peer}]; ok {
 		s.remove(key{ns, reg.Peer}, old)
 		ns = s.byNS[reg.Namespace] // gone if that was its last registration
 	} else {
