@@ -497,13 +497,14 @@ func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns strin
 			WHERE ns = $1 AND seq > $2 AND expires > $3 ORDER BY seq LIMIT $4`, []byte(ns), int64(after), n, limit)
 	}
 	if err != nil {
-		return dst[:start], s.wrap(err)
+		return dst, s.wrap(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var nsb, p, record []byte
 		var exp, seq int64
 		if err := rows.Scan(&nsb, &p, &record, &exp, &seq); err != nil {
+			clear(dst[start:]) // drop what this call appended
 			return dst[:start], s.wrap(err)
 		}
 		dst = append(dst, store.Registration{
@@ -512,6 +513,7 @@ func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns strin
 		})
 	}
 	if err := rows.Err(); err != nil {
+		clear(dst[start:]) // drop what this call appended
 		return dst[:start], s.wrap(err)
 	}
 	return dst, nil

@@ -362,7 +362,7 @@ func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns strin
 		rows, err = s.discoverNS.QueryContext(ctx, ns, int64(after), n, limit)
 	}
 	if err != nil {
-		return dst[:start], s.wrap(err)
+		return dst, s.wrap(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -370,12 +370,14 @@ func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns strin
 		var seq, exp int64
 		var p []byte
 		if err := rows.Scan(&seq, &r.Namespace, &p, &r.Record, &exp); err != nil {
+			clear(dst[start:]) // drop what this call appended
 			return dst[:start], s.wrap(err)
 		}
 		r.Peer, r.Seq, r.Expires = peer.ID(p), uint64(seq), time.Unix(0, exp).UTC()
 		dst = append(dst, r)
 	}
 	if err := rows.Err(); err != nil {
+		clear(dst[start:]) // drop what this call appended
 		return dst[:start], s.wrap(err)
 	}
 	return dst, nil
