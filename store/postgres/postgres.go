@@ -101,6 +101,7 @@ type config struct {
 	sweepInterval  time.Duration
 	sweepBatch     int
 	pool           func(*pgxpool.Config)
+	sweepDone      func() // called after each pass of the sweeper; for tests
 }
 
 // WithOpTimeout bounds the time of every call, connecting included; default
@@ -574,6 +575,9 @@ func (s *Store) sweepLoop() {
 			if err != nil || n < s.cfg.sweepBatch {
 				break
 			}
+		}
+		if s.cfg.sweepDone != nil {
+			s.cfg.sweepDone()
 		}
 	}
 }

@@ -96,6 +96,7 @@ type config struct {
 	sweepBatch    int
 	mmapSize      int64
 	cacheKiB      int
+	sweepDone     func() // called after each pass of the sweeper; for tests
 }
 
 func defaults() config {
@@ -500,6 +501,9 @@ func (s *Store) sweepLoop() {
 			if err != nil || o.deleted < s.cfg.sweepBatch {
 				break
 			}
+		}
+		if s.cfg.sweepDone != nil {
+			s.cfg.sweepDone()
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/internal/passes"
 	"github.com/rendezvous-p2p/rendezvous/store/sqlite"
 	"github.com/rendezvous-p2p/rendezvous/store/storetest"
 )
@@ -159,7 +160,8 @@ func TestGroupCommitLimits(t *testing.T) {
 func TestSweeper(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "rz.db")
-	s := open(t, path, sqlite.WithSweepInterval(20*time.Millisecond), sqlite.WithSweepBatch(7))
+	swept := passes.New()
+	s := open(t, path, sqlite.WithSweepInterval(20*time.Millisecond), sqlite.WithSweepBatch(7), sqlite.WithSweepDone(swept.Done))
 	defer s.Close()
 	for i := range 100 {
 		ttl := time.Minute
@@ -170,31 +172,23 @@ func TestSweeper(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Let the sweeper see a later now.
+	// Let the sweeper see a later now; the second pass finished after this
+	// began after it, and sweeps in batches until nothing expired is left.
 	if _, err := s.Discover(ctx, nil, "ns0", 0, 1, epoch.Add(2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
+	swept.WaitFor(t, swept.Count()+2, 5*time.Second)
 	db, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var n, total, nss int
-		if err := db.QueryRow(`SELECT (SELECT count(*) FROM regs), total, namespaces FROM meta`).Scan(&n, &total, &nss); err != nil {
-			t.Fatal(err)
-		}
-		if n == 50 {
-			if total != 50 || nss != 5 {
-				t.Fatalf("rows %d, counters %d %d", n, total, nss)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d rows left, want 50", n)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var n, total, nss int
+	if err := db.QueryRow(`SELECT (SELECT count(*) FROM regs), total, namespaces FROM meta`).Scan(&n, &total, &nss); err != nil {
+		t.Fatal(err)
+	}
+	if n != 50 || total != 50 || nss != 5 {
+		t.Fatalf("rows %d, counters %d %d; want the 50 unexpired in 5 namespaces", n, total, nss)
 	}
 }
 

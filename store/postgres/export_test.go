@@ -1,0 +1,4 @@
+package postgres
+
+// WithSweepDone calls done after each pass of the background sweeper.
+func WithSweepDone(done func()) Option { return func(c *config) { c.sweepDone = done } }
