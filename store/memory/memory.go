@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -190,23 +191,13 @@ func (s *Store) Discover(_ context.Context, dst []store.Registration, ns string,
 	if limit <= 0 || after == math.MaxUint64 {
 		return dst, nil
 	}
-	dst = growRegistrations(dst, min(limit, list.Len()))
+	dst = slices.Grow(dst, min(limit, list.Len()))
 	end := len(dst) + limit
 	list.ascend(after+1, func(e *entry) bool {
 		dst = append(dst, e.registration())
 		return len(dst) < end
 	})
 	return dst, nil
-}
-
-// growRegistrations returns dst with room for n more registrations.
-func growRegistrations(dst []store.Registration, n int) []store.Registration {
-	if cap(dst)-len(dst) >= n {
-		return dst
-	}
-	grown := make([]store.Registration, len(dst), len(dst)+n)
-	copy(grown, dst)
-	return grown
 }
 
 // Stats implements store.Store.
