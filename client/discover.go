@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -66,64 +67,40 @@ func (c *Client) Discover(ctx context.Context, ns string, limit int) ([]Registra
 		return nil, nil, err
 	}
 
-	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var fresh []*entry
-	if nc := c.cache[ns]; nc != nil {
-		for _, e := range nc.entries {
-			if !e.delivered && now.Before(e.expires) {
-				fresh = append(fresh, e)
-			}
-		}
-	}
-	slices.SortFunc(fresh, func(a, b *entry) int { return compareUint(a.order, b.order) })
-	if limit > 0 && len(fresh) > limit {
-		fresh = fresh[:limit]
-	}
-	regs := make([]Registration, 0, len(fresh))
-	for _, e := range fresh {
-		e.delivered = true
-		regs = append(regs, e.live(now))
-	}
-	return regs, results, err
+	return c.collect(ns, limit, true), results, err
 }
 
 // cached returns the live registrations known in ns, at most limit if
 // positive, in the order they were learnt.
 func (c *Client) cached(ns string, limit int) []Registration {
+	return c.collect(ns, limit, false)
+}
+
+// collect returns the live registrations known in ns, at most limit if
+// positive, in the order they were learnt; with fresh, only those no
+// Discover has returned yet, which it marks returned.
+func (c *Client) collect(ns string, limit int, fresh bool) []Registration {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	nc := c.cache[ns]
-	if nc == nil {
-		return nil
-	}
-	live := make([]*entry, 0, len(nc.entries))
-	for _, e := range nc.entries {
-		if now.Before(e.expires) {
-			live = append(live, e)
+	var live []*entry
+	if nc := c.cache[ns]; nc != nil {
+		for _, e := range nc.entries {
+			if now.Before(e.expires) && !(fresh && e.delivered) {
+				live = append(live, e)
+			}
 		}
 	}
-	slices.SortFunc(live, func(a, b *entry) int { return compareUint(a.order, b.order) })
+	slices.SortFunc(live, func(a, b *entry) int { return cmp.Compare(a.order, b.order) })
 	if limit > 0 && len(live) > limit {
 		live = live[:limit]
 	}
 	regs := make([]Registration, 0, len(live))
 	for _, e := range live {
+		e.delivered = e.delivered || fresh
 		regs = append(regs, e.live(now))
 	}
 	return regs
-}
-
-func compareUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // live returns the registration with the TTL that remains at now.
