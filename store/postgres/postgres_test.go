@@ -682,7 +682,6 @@ func BenchmarkRegister(b *testing.B) {
 		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
 			p := populated(b, n, "register")
 			s := open(b, testDSN(b), p.schema, postgres.WithSweepInterval(0))
-			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				r := store.Registration{Namespace: benchNS(i % nsCount(n)), Peer: peer.ID(fmt.Sprintf("new-%d", mrand.Int64())), Record: record, Expires: epoch.Add(time.Hour)}
 				if _, err := s.Register(ctx, r, lim, epoch); err != nil {
@@ -716,7 +715,6 @@ func BenchmarkDiscover100(b *testing.B) {
 		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
 			p := populated(b, n, "discover")
 			s := open(b, testDSN(b), p.schema, postgres.WithSweepInterval(0))
-			b.ResetTimer()
 			for b.Loop() {
 				// Namespace 0 holds registrations 0, k, 2k...: start
 				// where 100 of them remain.
@@ -762,7 +760,6 @@ func BenchmarkReopen(b *testing.B) {
 		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
 			p := populated(b, n, "discover")
 			dsn := testDSN(b)
-			b.ResetTimer()
 			for b.Loop() {
 				s, err := postgres.Open(ctx, dsn, inSchema(p.schema), postgres.WithSweepInterval(0))
 				if err != nil {

@@ -334,7 +334,6 @@ func BenchmarkRegister(b *testing.B) {
 			s := open(b, fresh(b, n), sqlite.WithSweepInterval(0))
 			defer s.Close()
 			record := make([]byte, 200)
-			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				r := store.Registration{Namespace: benchNS(i % nsCount(n)), Peer: peer.ID(fmt.Sprintf("new-%d-%d", n, rand.Int64())), Record: record, Expires: epoch.Add(time.Hour)}
 				if _, err := s.Register(ctx, r, store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 10_000_000}, epoch); err != nil {
@@ -374,7 +373,6 @@ func BenchmarkDiscover100(b *testing.B) {
 				b.Fatal(err)
 			}
 			seq0 := first[0].Seq - 1
-			b.ResetTimer()
 			for b.Loop() {
 				// Namespace 0 holds registrations 0, k, 2k...: start
 				// where 100 of them remain.
@@ -415,7 +413,6 @@ func BenchmarkReopen(b *testing.B) {
 	for _, n := range benchSizes(b) {
 		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
 			p := populated(b, n)
-			b.ResetTimer()
 			for b.Loop() {
 				s := open(b, p, sqlite.WithSweepInterval(0))
 				regs, err := s.Discover(ctx, nil, benchNS(0), 0, 100, epoch)
