@@ -38,6 +38,10 @@ const (
 	DefaultMaxRegisterSize = 4096
 	// DefaultRequestTimeout bounds one request to one point.
 	DefaultRequestTimeout = 15 * time.Second
+	// DefaultDiscoverLimit is the limit a DISCOVER asks for when the
+	// caller gives none: the most the specification recommends per
+	// response. The field is always written, never 0.
+	DefaultDiscoverLimit = 1000
 	// DefaultConcurrency bounds the points a call talks to at once.
 	DefaultConcurrency = 8
 	// DefaultMaxPages bounds the DISCOVER requests to one point in one
@@ -113,6 +117,9 @@ type Client struct {
 	keepers map[string]*keeper   // the registrations kept alive, by namespace
 	cache   map[string]*nsCache  // discovered registrations, by namespace asked
 	cookies map[cookieKey][]byte // the cookie to continue with, per point and namespace
+	// legacyPoints are the points that granted a REGISTER only with the
+	// record in the legacy envelope (rust-libp2p's).
+	legacyPoints map[peer.ID]bool
 	order   uint64               // counts cache insertions, for a stable order
 }
 
@@ -138,6 +145,7 @@ func New(h host.Host, opts ...Option) (*Client, error) {
 		keepers:         make(map[string]*keeper),
 		cache:           make(map[string]*nsCache),
 		cookies:         make(map[cookieKey][]byte),
+		legacyPoints:    make(map[peer.ID]bool),
 	}
 	for _, opt := range opts {
 		if err := opt(c); err != nil {

@@ -27,8 +27,39 @@ func (c *Client) RegisterAt(ctx context.Context, point peer.ID, ns string, ttl t
 	return c.registerAt(ctx, point, req)
 }
 
-// registerAt sends a REGISTER built by registerRequest to one point.
+// registerAt sends a REGISTER built by registerRequest to one point. A
+// point known to want the legacy envelope (rust-libp2p's) gets the record
+// in it; a point that drops the REGISTER without an answer is asked once
+// more with the legacy envelope, and remembered if that is granted.
 func (c *Client) registerAt(ctx context.Context, point peer.ID, req *pb.Message) (time.Duration, error) {
+	legacy := c.legacyTwin(req)
+	if legacy != nil && c.wantsLegacy(point) {
+		return c.registerOnce(ctx, point, legacy)
+	}
+	granted, err := c.registerOnce(ctx, point, req)
+	if legacy == nil || !errors.Is(err, errNoAnswer) {
+		return granted, err
+	}
+	granted, lerr := c.registerOnce(ctx, point, legacy)
+	if lerr != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	c.legacyPoints[point] = true
+	c.mu.Unlock()
+	return granted, nil
+}
+
+// wantsLegacy reports whether point granted a REGISTER only in the legacy
+// envelope.
+func (c *Client) wantsLegacy(point peer.ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.legacyPoints[point]
+}
+
+// registerOnce sends one REGISTER to one point and returns the TTL granted.
+func (c *Client) registerOnce(ctx context.Context, point peer.ID, req *pb.Message) (time.Duration, error) {
 	resp, err := c.roundTrip(ctx, point, req)
 	if err != nil {
 		return 0, err
@@ -50,7 +81,7 @@ func (c *Client) registerAt(ctx context.Context, point peer.ID, req *pb.Message)
 
 // UnregisterAt removes the host's registration in ns at one point. The
 // protocol has no answer: it returns once the point has read the request
-// and closed the stream, or at the deadline.
+// and closed (or reset) the stream, or at the deadline.
 func (c *Client) UnregisterAt(ctx context.Context, point peer.ID, ns string) error {
 	if err := rendezvous.ValidateNamespace(ns); err != nil {
 		return err
@@ -74,17 +105,24 @@ func (c *Client) unregisterAt(ctx context.Context, point peer.ID, ns string) err
 		_ = s.Reset()
 		return fmt.Errorf("rendezvous point %s: sending UNREGISTER: %w", point, err)
 	}
+	// UNREGISTER has no answer, so nothing is lost when the point closes or
+	// resets the stream on seeing the end of it. Wait for that, so the
+	// request is not cut off.
 	_ = s.CloseWrite()
-	// Wait for the point to close its side, so the request is not cut off.
 	_, _ = io.Copy(io.Discard, io.LimitReader(s, int64(c.maxResponseSize)))
 	return nil
 }
 
 // DiscoverAt asks one point for at most limit registrations in ns (every
-// namespace if empty; 0 for the point's default limit), continuing after
-// cookie. It returns the registrations and the cookie to continue with. It
-// is one DISCOVER on a stream of its own, with no paging, caching or
+// namespace if empty; 0 for DefaultDiscoverLimit), continuing after cookie.
+// It returns the registrations and the cookie to continue with. It is one
+// DISCOVER on a stream of its own, with no paging, caching or
 // de-duplication; see Discover for those.
+//
+// Every namespace is asked for with no `ns` field at all, never an empty
+// one: a nim-libp2p 1.7 point exits on an empty namespace. Such a point
+// closes the stream unanswered instead, and the error then says that the
+// point may not list every namespace.
 func (c *Client) DiscoverAt(ctx context.Context, point peer.ID, ns string, limit int, cookie []byte) ([]Registration, []byte, error) {
 	if err := checkDiscover(ns, limit); err != nil {
 		return nil, nil, err
@@ -104,16 +142,11 @@ func checkDiscover(ns string, limit int) error {
 }
 
 func (c *Client) discoverAt(ctx context.Context, point peer.ID, ns string, limit int, cookie []byte) ([]Registration, []byte, error) {
-	req := &pb.Message{
-		Type: pb.Message_DISCOVER.Enum(),
-		Discover: &pb.Message_Discover{
-			Ns:     proto.String(ns),
-			Limit:  proto.Uint64(uint64(limit)),
-			Cookie: append([]byte{}, cookie...),
-		},
-	}
-	resp, err := c.roundTrip(ctx, point, req)
+	resp, err := c.roundTrip(ctx, point, discoverRequest(ns, limit, cookie))
 	if err != nil {
+		if ns == "" && errors.Is(err, errNoAnswer) {
+			return nil, nil, fmt.Errorf("%w (a point that cannot list every namespace, such as nim-libp2p before 1.15, does this: ask for one namespace)", err)
+		}
 		return nil, nil, err
 	}
 	r := resp.GetDiscoverResponse()
@@ -152,6 +185,25 @@ func (c *Client) discoverAt(ctx context.Context, point peer.ID, ns string, limit
 	return regs, r.GetCookie(), nil
 }
 
+// discoverRequest builds a DISCOVER as every implementation reads it: no
+// `ns` for every namespace (an empty one takes a nim-libp2p 1.7 point down),
+// an explicit nonzero `limit` (nim-libp2p returns nothing for 0), and no
+// `cookie` field when there is no cookie (nim-libp2p and the Waku point
+// refuse an empty one as invalid).
+func discoverRequest(ns string, limit int, cookie []byte) *pb.Message {
+	if limit <= 0 {
+		limit = DefaultDiscoverLimit
+	}
+	d := &pb.Message_Discover{Limit: proto.Uint64(uint64(limit))}
+	if ns != "" {
+		d.Ns = proto.String(ns)
+	}
+	if len(cookie) > 0 {
+		d.Cookie = append([]byte(nil), cookie...)
+	}
+	return &pb.Message{Type: pb.Message_DISCOVER.Enum(), Discover: d}
+}
+
 func (c *Client) openStream(ctx context.Context, point peer.ID) (network.Stream, error) {
 	s, err := c.host.NewStream(ctx, point, c.protocol)
 	if err != nil {
@@ -163,7 +215,15 @@ func (c *Client) openStream(ctx context.Context, point peer.ID) (network.Stream,
 	return s, nil
 }
 
+// errNoAnswer marks a request that the point closed or reset the stream on
+// without answering.
+var errNoAnswer = errors.New("closed the stream without answering")
+
 // roundTrip sends req to point on a stream of its own and reads the answer.
+// It does not close its side of the stream before the answer is read: a
+// point that resets a stream once it sees its end (the Waku one) would
+// throw the answer away. An answer read counts whatever happens to the
+// stream after it.
 func (c *Client) roundTrip(ctx context.Context, point peer.ID, req *pb.Message) (*pb.Message, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
 	defer cancel()
@@ -171,19 +231,18 @@ func (c *Client) roundTrip(ctx context.Context, point peer.ID, req *pb.Message) 
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close()
 	if err := pbio.NewDelimitedWriter(s).WriteMsg(req); err != nil {
 		_ = s.Reset()
 		return nil, fmt.Errorf("rendezvous point %s: sending %s: %w", point, req.GetType(), err)
 	}
-	_ = s.CloseWrite()
 	var resp pb.Message
 	if err := pbio.NewDelimitedReader(s, c.maxResponseSize).ReadMsg(&resp); err != nil {
 		_ = s.Reset()
 		if errors.Is(err, io.EOF) || errors.Is(err, network.ErrReset) {
-			return nil, fmt.Errorf("rendezvous point %s closed the stream without answering %s: %w", point, req.GetType(), err)
+			return nil, fmt.Errorf("rendezvous point %s %w %s: %w", point, errNoAnswer, req.GetType(), err)
 		}
 		return nil, fmt.Errorf("rendezvous point %s: reading the answer to %s: %w", point, req.GetType(), err)
 	}
+	_ = s.Close()
 	return &resp, nil
 }

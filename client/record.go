@@ -21,6 +21,9 @@ type sealedRecord struct {
 	addrs []byte // the concatenated binary addresses it holds
 	seq   uint64
 	data  []byte
+	// legacy is the same record in the legacy envelope, for points that
+	// read no other (rust-libp2p's).
+	legacy []byte
 }
 
 // checkTTL resolves the TTL to ask for (0 means the client's default) and
@@ -106,7 +109,11 @@ func (c *Client) seal(addrs []ma.Multiaddr) (*sealedRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous client: signing peer record: %w", err)
 	}
-	return &sealedRecord{addrs: key.Bytes(), seq: seq, data: data}, nil
+	legacy, err := rendezvous.SealLegacyPeerRecord(priv, addrs, seq)
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous client: signing peer record: %w", err)
+	}
+	return &sealedRecord{addrs: key.Bytes(), seq: seq, data: data, legacy: legacy}, nil
 }
 
 // keepRecord makes rec the record that refreshes reuse, unless a newer one
@@ -117,6 +124,21 @@ func (c *Client) keepRecord(rec *sealedRecord) {
 	if c.rec == nil || rec.seq > c.rec.seq {
 		c.rec = rec
 	}
+}
+
+// legacyTwin returns req with its record in the legacy envelope, or nil if
+// that record is no longer the one kept.
+func (c *Client) legacyTwin(req *pb.Message) *pb.Message {
+	r := req.GetRegister()
+	c.recMu.Lock()
+	rec := c.rec
+	c.recMu.Unlock()
+	if r == nil || rec == nil || rec.legacy == nil || !bytes.Equal(rec.data, r.GetSignedPeerRecord()) {
+		return nil
+	}
+	twin := proto.Clone(req).(*pb.Message)
+	twin.Register.SignedPeerRecord = rec.legacy
+	return twin
 }
 
 // advertisable returns addrs without /p2p/ suffixes and duplicates.

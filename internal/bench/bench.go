@@ -267,7 +267,8 @@ func (w *worker) do(ctx context.Context, cfg Config) error {
 		_ = s.Reset()
 		return err
 	}
-	_ = s.CloseWrite()
+	// The answer is read before the stream is closed: a point that resets a
+	// stream once it sees its end (the Waku one) would throw it away.
 	var resp pb.Message
 	if err := pbio.NewDelimitedReader(s, 1<<20).ReadMsg(&resp); err != nil {
 		_ = s.Reset()
@@ -286,7 +287,12 @@ func (w *worker) do(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// discover is a DISCOVER of bench namespace k with an explicit, nonzero
+// limit and no cookie field, as every implementation reads it.
 func discover(k, limit int) *pb.Message {
+	if limit <= 0 {
+		limit = 1000
+	}
 	return &pb.Message{
 		Type:     pb.Message_DISCOVER.Enum(),
 		Discover: &pb.Message_Discover{Ns: proto.String(namespace(k)), Limit: proto.Uint64(uint64(limit))},
