@@ -120,7 +120,7 @@ type Client struct {
 	// legacyPoints are the points that granted a REGISTER only with the
 	// record in the legacy envelope (rust-libp2p's).
 	legacyPoints map[peer.ID]bool
-	order   uint64               // counts cache insertions, for a stable order
+	order        uint64 // counts cache insertions, for a stable order
 }
 
 // New returns a client for host h. Without WithPoints, WithPointAddrs or
