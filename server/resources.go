@@ -40,17 +40,22 @@ type Resources struct {
 	MaxDiscoverResponseSize int
 
 	// MaxRequestSize bounds a request message; a peer sending a larger one
-	// has its stream reset. Default 64 KiB.
+	// has its stream reset. A request's buffer is reserved in the stream's
+	// resource scope only while the request is read and decoded, not while
+	// the stream waits. Default 64 KiB.
 	MaxRequestSize int
 	// MaxRecordSize bounds the signed peer record of a REGISTER.
 	// Default 8 KiB.
 	MaxRecordSize int
 
-	// IdleTimeout bounds the wait for the next request on a stream.
-	// Default 1 min.
+	// IdleTimeout bounds the wait for the next request on a stream. Clients
+	// that poll on one stream (the Waku one asks every 2 minutes) need it
+	// well above their interval; a waiting stream holds no request buffer,
+	// only its goroutine and the transport's own state. Default 5 min.
 	IdleTimeout time.Duration
-	// RequestTimeout bounds handling a request, store calls and writing the
-	// response included. Default 10 s.
+	// RequestTimeout bounds reading a request once its first bytes are in,
+	// and handling it, store calls and writing the response included.
+	// Default 10 s.
 	RequestTimeout time.Duration
 	// StatsInterval is how often the store's counts are reported to the
 	// MetricsTracer. Default 15 s.
@@ -66,7 +71,7 @@ const (
 	DefaultMaxDiscoverLimit        = 1000
 	DefaultMaxDiscoverResponseSize = 64 << 10
 	DefaultMaxRequestSize          = 64 << 10
-	DefaultIdleTimeout             = time.Minute
+	DefaultIdleTimeout             = 5 * time.Minute
 	DefaultRequestTimeout          = 10 * time.Second
 	DefaultStatsInterval           = 15 * time.Second
 )

@@ -15,7 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-msgio/pbio"
+	"github.com/libp2p/go-msgio"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/pb"
@@ -136,22 +137,17 @@ func (s *Server) handleStream(str network.Stream) {
 		return
 	}
 	defer s.untrack(str)
-	log := s.log.With("peer", str.Conn().RemotePeer(), "protocol", str.Protocol())
-
 	if err := str.Scope().SetService(rendezvous.ServiceName); err != nil {
-		log.Debug("attaching stream to service scope", "err", err)
+		s.streamLog(str).Debug("attaching stream to service scope", "err", err)
 		_ = str.Reset()
 		return
 	}
-	if err := str.Scope().ReserveMemory(s.rc.MaxRequestSize, network.ReservationPriorityAlways); err != nil {
-		log.Debug("reserving request buffer", "err", err)
-		_ = str.Reset()
-		return
-	}
-	defer str.Scope().ReleaseMemory(s.rc.MaxRequestSize)
 
-	rd := pbio.NewDelimitedReader(str, s.rc.MaxRequestSize)
-	wr := pbio.NewDelimitedWriter(str)
+	// While it waits for a request the stream holds no buffer: the reader
+	// reads the length prefix a byte at a time, and a request's buffer is
+	// reserved and taken from a pool only once its length is known.
+	rd := msgio.NewVarintReaderSize(str, s.rc.MaxRequestSize)
+	wr := msgio.NewVarintWriter(str)
 	remote := str.Conn().RemotePeer()
 	for {
 		if s.isClosed() {
@@ -159,30 +155,30 @@ func (s *Server) handleStream(str network.Stream) {
 			return
 		}
 		_ = str.SetReadDeadline(time.Now().Add(s.rc.IdleTimeout))
-		var req pb.Message
-		if err := rd.ReadMsg(&req); err != nil {
+		req, err := s.readRequest(str, rd)
+		if err != nil {
 			if errors.Is(err, io.EOF) {
 				_ = str.Close()
 				return
 			}
 			if !s.isClosed() {
-				log.Debug("reading request", "err", err)
+				s.streamLog(str).Debug("reading request", "err", err)
 			}
 			_ = str.Reset()
 			return
 		}
 		if !isRequest(req.GetType()) {
-			log.Debug("unexpected message", "type", req.GetType())
+			s.streamLog(str).Debug("unexpected message", "type", req.GetType())
 			_ = str.Reset()
 			return
 		}
 		start := time.Now()
 		_ = str.SetDeadline(start.Add(s.rc.RequestTimeout))
 		// Not s.ctx: a request in flight when Close is called finishes.
-		resp, status := s.HandleRequest(context.Background(), str.Scope(), remote, &req)
+		resp, status := s.HandleRequest(context.Background(), str.Scope(), remote, req)
 		if resp != nil {
-			if err := wr.WriteMsg(resp); err != nil {
-				log.Debug("writing response", "err", err)
+			if err := writeResponse(wr, resp); err != nil {
+				s.streamLog(str).Debug("writing response", "err", err)
 				_ = str.Reset()
 				return
 			}
@@ -191,6 +187,56 @@ func (s *Server) handleStream(str network.Stream) {
 			s.mt.RequestHandled(req.GetType(), status, time.Since(start))
 		}
 	}
+}
+
+// errRequestTooLarge is a request longer than Resources.MaxRequestSize.
+var errRequestTooLarge = errors.New("request too large")
+
+// readRequest waits for the next request on str and reads it. The wait is
+// bounded by the deadline already set (the idle timeout); once the length
+// prefix is in, the stream's scope is charged for the request until it is
+// decoded, and the rest must arrive within the request timeout, so a
+// request that trickles in is cut off promptly.
+func (s *Server) readRequest(str network.Stream, rd msgio.ReadCloser) (*pb.Message, error) {
+	n, err := rd.NextMsgLen()
+	if err != nil {
+		return nil, err
+	}
+	if n > s.rc.MaxRequestSize {
+		return nil, fmt.Errorf("%w: %d bytes", errRequestTooLarge, n)
+	}
+	_ = str.SetReadDeadline(time.Now().Add(s.rc.RequestTimeout))
+	if err := str.Scope().ReserveMemory(n, network.ReservationPriorityAlways); err != nil {
+		return nil, fmt.Errorf("reserving request buffer: %w", err)
+	}
+	defer str.Scope().ReleaseMemory(n)
+	buf, err := rd.ReadMsg()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // the peer closed within a request
+		}
+		return nil, err
+	}
+	defer rd.ReleaseMsg(buf)
+	var req pb.Message
+	if err := proto.Unmarshal(buf, &req); err != nil {
+		return nil, fmt.Errorf("decoding request: %w", err)
+	}
+	return &req, nil
+}
+
+// writeResponse writes resp with its length prefix in one write.
+func writeResponse(wr msgio.WriteCloser, resp *pb.Message) error {
+	b, err := proto.Marshal(resp)
+	if err != nil {
+		return err
+	}
+	return wr.WriteMsg(b)
+}
+
+// streamLog is the logger of a stream's events.
+func (s *Server) streamLog(str network.Stream) *slog.Logger {
+	return s.log.With("peer", str.Conn().RemotePeer(), "protocol", str.Protocol())
 }
 
 // isRequest reports whether a client sends messages of type t.
