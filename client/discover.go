@@ -160,10 +160,18 @@ func (c *Client) pages(ctx context.Context, point peer.ID, ns string, limit int)
 		cookies  [][]byte
 		retried  bool
 		finalErr error
+		// pageLimit is what each DISCOVER asks for; halved when a page
+		// comes larger than the client reads (a point that sends all it
+		// is asked for, as rust-libp2p's does).
+		pageLimit = cmp.Or(limit, DefaultDiscoverLimit)
 	)
 	for range c.maxPages {
-		regs, next, err := c.discoverAt(ctx, point, ns, limit, cookie)
+		regs, next, err := c.discoverAt(ctx, point, ns, pageLimit, cookie)
 		if err != nil {
+			if errors.Is(err, errResponseTooLarge) && pageLimit > 1 {
+				pageLimit /= 2
+				continue
+			}
 			switch rendezvous.StatusOf(err) {
 			case rendezvous.StatusInvalidNamespace:
 				err = nil // nim-libp2p's "nobody registered there"

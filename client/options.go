@@ -156,3 +156,16 @@ func WithMaxCachedPeers(n int) Option {
 func WithLogger(l *slog.Logger) Option {
 	return func(c *Client) error { c.log = l; return nil }
 }
+
+// WithMaxResponseSize bounds an answer the client reads. A DISCOVER whose
+// answer is larger is asked again for half as many registrations.
+// Default DefaultMaxResponseSize.
+func WithMaxResponseSize(n int) Option {
+	return func(c *Client) error {
+		if n <= 0 {
+			return errors.New("rendezvous client: response size must be positive")
+		}
+		c.maxResponseSize = n
+		return nil
+	}
+}

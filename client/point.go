@@ -141,48 +141,35 @@ func checkDiscover(ns string, limit int) error {
 	return nil
 }
 
+// discoverAt sends one DISCOVER to point and returns the registrations of
+// the answer whose records verify (see openRegistrations: the signatures of
+// a page are checked on every core) and the cookie to continue with.
 func (c *Client) discoverAt(ctx context.Context, point peer.ID, ns string, limit int, cookie []byte) ([]Registration, []byte, error) {
+	r, err := c.fetchDiscover(ctx, point, ns, limit, cookie)
+	if err != nil {
+		return nil, nil, err
+	}
+	return openRegistrations(point, ns, r.GetRegistrations(), 0), r.GetCookie(), nil
+}
+
+// fetchDiscover sends one DISCOVER to point and returns its OK answer, the
+// records not yet verified.
+func (c *Client) fetchDiscover(ctx context.Context, point peer.ID, ns string, limit int, cookie []byte) (*pb.Message_DiscoverResponse, error) {
 	resp, err := c.roundTrip(ctx, point, discoverRequest(ns, limit, cookie))
 	if err != nil {
 		if ns == "" && errors.Is(err, errNoAnswer) {
-			return nil, nil, fmt.Errorf("%w (a point that cannot list every namespace, such as nim-libp2p before 1.15, does this: ask for one namespace)", err)
+			return nil, fmt.Errorf("%w (a point that cannot list every namespace, such as nim-libp2p before 1.15, does this: ask for one namespace)", err)
 		}
-		return nil, nil, err
+		return nil, err
 	}
 	r := resp.GetDiscoverResponse()
 	if resp.GetType() != pb.Message_DISCOVER_RESPONSE || r == nil {
-		return nil, nil, fmt.Errorf("rendezvous point %s answered a %s to a DISCOVER", point, resp.GetType())
+		return nil, fmt.Errorf("rendezvous point %s answered a %s to a DISCOVER", point, resp.GetType())
 	}
 	if r.GetStatus() != rendezvous.StatusOK {
-		return nil, nil, &rendezvous.Error{Status: r.GetStatus(), Text: r.GetStatusText()}
+		return nil, &rendezvous.Error{Status: r.GetStatus(), Text: r.GetStatusText()}
 	}
-	regs := make([]Registration, 0, len(r.GetRegistrations()))
-	for _, reg := range r.GetRegistrations() {
-		rec, _, err := rendezvous.OpenSignedPeerRecord(reg.GetSignedPeerRecord())
-		if err != nil {
-			continue // a point must not make us trust a forged record
-		}
-		regNS := reg.GetNs()
-		if regNS == "" {
-			regNS = ns
-		}
-		if ns != "" && regNS != ns {
-			continue
-		}
-		ttl := time.Duration(reg.GetTtl()) * time.Second
-		if reg.Ttl == nil || ttl == 0 {
-			ttl = rendezvous.DefaultTTL // absent means the protocol's default
-		}
-		regs = append(regs, Registration{
-			Namespace: regNS,
-			Peer:      peer.AddrInfo{ID: rec.PeerID, Addrs: rec.Addrs},
-			Seq:       rec.Seq,
-			TTL:       min(ttl, rendezvous.DefaultMaxTTL),
-			Record:    reg.GetSignedPeerRecord(),
-			Point:     point,
-		})
-	}
-	return regs, r.GetCookie(), nil
+	return r, nil
 }
 
 // discoverRequest builds a DISCOVER as every implementation reads it: no
@@ -219,6 +206,9 @@ func (c *Client) openStream(ctx context.Context, point peer.ID) (network.Stream,
 // without answering.
 var errNoAnswer = errors.New("closed the stream without answering")
 
+// errResponseTooLarge marks an answer longer than the client reads.
+var errResponseTooLarge = errors.New("answer larger than the client reads")
+
 // roundTrip sends req to point on a stream of its own and reads the answer.
 // It does not close its side of the stream before the answer is read: a
 // point that resets a stream once it sees its end (the Waku one) would
@@ -240,6 +230,9 @@ func (c *Client) roundTrip(ctx context.Context, point peer.ID, req *pb.Message) 
 		_ = s.Reset()
 		if errors.Is(err, io.EOF) || errors.Is(err, network.ErrReset) {
 			return nil, fmt.Errorf("rendezvous point %s %w %s: %w", point, errNoAnswer, req.GetType(), err)
+		}
+		if errors.Is(err, io.ErrShortBuffer) { // what pbio says of a message over its cap
+			return nil, fmt.Errorf("rendezvous point %s: %w (%d bytes) to %s", point, errResponseTooLarge, c.maxResponseSize, req.GetType())
 		}
 		return nil, fmt.Errorf("rendezvous point %s: reading the answer to %s: %w", point, req.GetType(), err)
 	}
