@@ -7,7 +7,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
+	peerpb "github.com/libp2p/go-libp2p/core/peer/pb"
 	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/protobuf/proto"
 )
 
 // The envelope of the legacy peer record that rust-libp2p signs: the same
@@ -74,22 +76,38 @@ func OpenSignedPeerRecord(data []byte) (*peer.PeerRecord, *record.Envelope, erro
 
 // VerifyRegistrationRecord checks the signed peer record of a REGISTER from
 // peer remote: at most maxSize bytes, a valid signature by remote, a record
-// about remote, and at least one address.
-func VerifyRegistrationRecord(data []byte, remote peer.ID, maxSize int) (*peer.PeerRecord, error) {
+// about remote, at least one address, and every address one that parses.
+// It returns the record and the envelope re-encoded with nothing but its
+// signed content and the signature: bytes a sender added to the envelope
+// outside what it signed are not kept.
+func VerifyRegistrationRecord(data []byte, remote peer.ID, maxSize int) (*peer.PeerRecord, []byte, error) {
 	if len(data) > maxSize {
-		return nil, Errorf(StatusInvalidSignedPeerRecord, "signed peer record is %d bytes, more than %d", len(data), maxSize)
+		return nil, nil, Errorf(StatusInvalidSignedPeerRecord, "signed peer record is %d bytes, more than %d", len(data), maxSize)
 	}
-	rec, _, err := OpenSignedPeerRecord(data)
+	rec, env, err := OpenSignedPeerRecord(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if rec.PeerID != remote {
-		return nil, Errorf(StatusInvalidSignedPeerRecord, "record is for %s, not for the registering peer", rec.PeerID)
+		return nil, nil, Errorf(StatusInvalidSignedPeerRecord, "record is for %s, not for the registering peer", rec.PeerID)
 	}
 	if len(rec.Addrs) == 0 {
-		return nil, Errorf(StatusInvalidSignedPeerRecord, "record has no addresses")
+		return nil, nil, Errorf(StatusInvalidSignedPeerRecord, "record has no addresses")
 	}
-	return rec, nil
+	// go-libp2p skips the addresses it cannot parse; refuse them instead
+	// of storing and serving what no peer can dial.
+	var payload peerpb.PeerRecord
+	if err := proto.Unmarshal(env.RawPayload, &payload); err != nil {
+		return nil, nil, Errorf(StatusInvalidSignedPeerRecord, "invalid peer record")
+	}
+	if bad := len(payload.GetAddresses()) - len(rec.Addrs); bad > 0 {
+		return nil, nil, Errorf(StatusInvalidSignedPeerRecord, "record holds %d addresses that do not parse", bad)
+	}
+	canonical, err := env.Marshal()
+	if err != nil {
+		return nil, nil, Errorf(StatusInvalidSignedPeerRecord, "invalid envelope")
+	}
+	return rec, canonical, nil
 }
 
 // SealPeerRecord signs a standard peer record of the key's peer with the

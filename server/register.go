@@ -37,7 +37,8 @@ func (s *Server) register(ctx context.Context, remote peer.ID, req *pb.Message_R
 	if err != nil {
 		return 0, err
 	}
-	if _, err := rendezvous.VerifyRegistrationRecord(req.GetSignedPeerRecord(), remote, s.rc.MaxRecordSize); err != nil {
+	_, record, err := rendezvous.VerifyRegistrationRecord(req.GetSignedPeerRecord(), remote, s.rc.MaxRecordSize)
+	if err != nil {
 		return 0, err
 	}
 	if s.acl != nil && !s.acl.AllowRegister(remote, ns) {
@@ -47,7 +48,7 @@ func (s *Server) register(ctx context.Context, remote peer.ID, req *pb.Message_R
 	reg := store.Registration{
 		Namespace: ns,
 		Peer:      remote,
-		Record:    req.GetSignedPeerRecord(),
+		Record:    record,
 		Expires:   now.Add(ttl),
 	}
 	if _, err := s.store.Register(ctx, reg, s.rc.storeLimits(), now); err != nil {
