@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -26,8 +24,8 @@ import (
 // maxCommandTTL is the longest TTL the client subcommands ask for.
 const maxCommandTTL = 365 * 24 * time.Hour
 
-// maxDiscoverPages bounds the pages `discover --all` follows.
-const maxDiscoverPages = 10_000
+// defaultClientTimeout is the default of --timeout.
+const defaultClientTimeout = 30 * time.Second
 
 // clientFlags are the flags every client subcommand takes.
 type clientFlags struct {
@@ -36,6 +34,11 @@ type clientFlags struct {
 	listen   stringList
 	addrs    stringList
 	timeout  time.Duration
+	// perRequest makes --timeout bound connecting and each request rather
+	// than the whole command, which --deadline bounds instead (discover,
+	// whose listing of a large point takes many requests).
+	perRequest bool
+	deadline   time.Duration
 }
 
 func defaultIdentityPath() string {
@@ -50,7 +53,12 @@ func (c *clientFlags) register(fs *flag.FlagSet, withPoint bool) {
 	fs.StringVar(&c.identity, "identity", defaultIdentityPath(), "private key file, created (mode 0600) when missing")
 	if withPoint {
 		fs.StringVar(&c.point, "point", "", "multiaddr of the rendezvous point, ending in /p2p/<peer id> (required)")
-		fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "time allowed for the whole command")
+		if c.perRequest {
+			fs.DurationVar(&c.timeout, "timeout", defaultClientTimeout, "time allowed for connecting to the point, and for each request")
+			fs.DurationVar(&c.deadline, "deadline", 0, "time allowed for the whole command (0: no bound but --timeout on each request)")
+		} else {
+			fs.DurationVar(&c.timeout, "timeout", defaultClientTimeout, "time allowed for the whole command")
+		}
 		c.listen.values = []string{"/ip4/127.0.0.1/tcp/0"}
 		fs.Var(&c.listen, "listen", "multiaddr the client host listens on (repeatable)")
 	}
@@ -75,7 +83,10 @@ func (c *clientFlags) connect(ctx context.Context) (host.Host, *client.Client, p
 	}
 	// The point decides which TTLs it grants; the command only refuses what
 	// no point could accept.
-	opts := []client.Option{client.WithTTLPolicy(rendezvous.TTLPolicy{Min: time.Second, Max: maxCommandTTL, Default: rendezvous.DefaultTTL})}
+	opts := []client.Option{
+		client.WithTTLPolicy(rendezvous.TTLPolicy{Min: time.Second, Max: maxCommandTTL, Default: rendezvous.DefaultTTL}),
+		client.WithRequestTimeout(c.timeout),
+	}
 	if len(c.addrs.values) > 0 {
 		var addrs []ma.Multiaddr
 		for _, s := range c.addrs.values {
@@ -105,7 +116,7 @@ func (c *clientFlags) connect(ctx context.Context) (host.Host, *client.Client, p
 func clientCommand(name string, args []string, stdout, stderr io.Writer, extra func(fs *flag.FlagSet), fn func(ctx context.Context, cl *client.Client, point peer.ID, h host.Host) error) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cf clientFlags
+	cf := clientFlags{perRequest: name == "discover"}
 	cf.register(fs, true)
 	if name == "register" {
 		fs.Var(&cf.addrs, "addr", "address to advertise (repeatable; default the client host's listen addresses)")
@@ -118,9 +129,23 @@ func clientCommand(name string, args []string, stdout, stderr io.Writer, extra f
 		fmt.Fprintf(stderr, "rendezvous %s: unexpected argument %q\n", name, fs.Arg(0))
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	if cf.timeout <= 0 || cf.deadline < 0 {
+		fmt.Fprintf(stderr, "rendezvous %s: --timeout must be positive and --deadline not negative\n", name)
+		return 2
+	}
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	switch {
+	case !cf.perRequest:
+		ctx, cancel = context.WithTimeout(ctx, cf.timeout)
+	case cf.deadline > 0:
+		ctx, cancel = context.WithTimeout(ctx, cf.deadline)
+	}
 	defer cancel()
-	h, cl, point, err := cf.connect(ctx)
+	// Connecting is bounded by --timeout whatever bounds the command; each
+	// request is, by the client's request timeout.
+	cctx, ccancel := context.WithTimeout(ctx, cf.timeout)
+	h, cl, point, err := cf.connect(cctx)
+	ccancel()
 	if err == nil {
 		err = fn(ctx, cl, point, h)
 		_ = h.Close()
@@ -175,53 +200,44 @@ type discoveredJSON struct {
 
 func discoverCmd(args []string, stdout, stderr io.Writer) int {
 	var (
-		ns     string
-		limit  int
-		all    bool
-		asJSON bool
+		ns            string
+		limit         int
+		all           bool
+		asJSON        bool
+		maxPages      int
+		progressEvery time.Duration
 	)
 	return clientCommand("discover", args, stdout, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&ns, "ns", "", "namespace to discover (every namespace if empty)")
-		fs.IntVar(&limit, "limit", 0, "registrations per request (0: the point's default)")
-		fs.BoolVar(&all, "all", false, "follow cookies until the point has nothing more")
-		fs.BoolVar(&asJSON, "json", false, "one JSON object per registration")
+		fs.IntVar(&limit, "limit", 0, fmt.Sprintf("registrations per request (0: the client's default, %d); a point may send fewer", client.DefaultDiscoverLimit))
+		fs.BoolVar(&all, "all", false, "follow cookies until the point has nothing more, printing each page as it arrives")
+		fs.BoolVar(&asJSON, "json", false, "one JSON object per registration, one per line")
+		fs.IntVar(&maxPages, "max-pages", defaultMaxDiscoverPages, "most pages --all follows; more to list is then an error")
+		fs.DurationVar(&progressEvery, "progress-interval", defaultProgressInterval, "how often to report progress on stderr when stdout is not a terminal (0: never)")
 	}, func(ctx context.Context, cl *client.Client, point peer.ID, _ host.Host) error {
-		var found []client.Registration
-		var cookie []byte
-		for page := 0; page < maxDiscoverPages; page++ {
-			regs, next, err := cl.DiscoverAt(ctx, point, ns, limit, cookie)
-			if err != nil {
+		if maxPages < 1 {
+			return errors.New("--max-pages must be at least 1")
+		}
+		var out pageWriter = newTable(stdout)
+		if asJSON {
+			out = newJSONLines(stdout)
+		}
+		prog := newProgress(stdout, stderr, progressEvery)
+		fetch := func(ctx context.Context, cookie []byte) ([]client.Registration, []byte, error) {
+			return cl.DiscoverAt(ctx, point, ns, limit, cookie)
+		}
+		pages, found, err := listPages(ctx, fetch, all, maxPages, func(regs []client.Registration, pages, found int) error {
+			if err := out.writePage(regs); err != nil {
 				return err
 			}
-			found = append(found, regs...)
-			if !all || len(regs) == 0 || string(next) == string(cookie) {
-				break
-			}
-			cookie = next
-		}
-		if asJSON {
-			enc := json.NewEncoder(stdout)
-			for _, r := range found {
-				line := discoveredJSON{Peer: r.Peer.ID.String(), Addrs: []string{}, Namespace: r.Namespace, TTLSeconds: int64(r.TTL / time.Second)}
-				for _, a := range r.Peer.Addrs {
-					line.Addrs = append(line.Addrs, a.String())
-				}
-				if err := enc.Encode(line); err != nil {
-					return err
-				}
-			}
+			prog.page(pages, found)
 			return nil
+		})
+		prog.done(pages, found)
+		if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("--deadline reached: %w", err)
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PEER\tNAMESPACE\tTTL\tADDRESSES")
-		for _, r := range found {
-			addrs := make([]string, len(r.Peer.Addrs))
-			for i, a := range r.Peer.Addrs {
-				addrs[i] = a.String()
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Peer.ID, r.Namespace, r.TTL, strings.Join(addrs, ","))
-		}
-		return tw.Flush()
+		return err
 	})
 }
 
