@@ -37,7 +37,7 @@ func (s *Server) register(ctx context.Context, remote peer.ID, req *pb.Message_R
 	if err != nil {
 		return 0, err
 	}
-	_, record, err := rendezvous.VerifyRegistrationRecord(req.GetSignedPeerRecord(), remote, s.rc.MaxRecordSize)
+	record, err := s.records.verify(req.GetSignedPeerRecord(), remote, s.rc.MaxRecordSize)
 	if err != nil {
 		return 0, err
 	}

@@ -34,6 +34,7 @@ type Server struct {
 	log       *slog.Logger
 	now       func() time.Time
 	protocols []protocol.ID
+	records   *recordCache
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -71,6 +72,10 @@ func New(h host.Host, st store.Store, opts ...Option) (*Server, error) {
 		return nil, errors.New("rendezvous server: no protocol to serve")
 	}
 	s.ttl = s.rc.TTLPolicy()
+	var err error
+	if s.records, err = newRecordCache(s.rc.RecordCacheSize); err != nil {
+		return nil, fmt.Errorf("rendezvous server: %w", err)
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, id := range s.protocols {
 		h.SetStreamHandler(id, s.handleStream)

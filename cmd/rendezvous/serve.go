@@ -90,6 +90,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&r.IdleTimeout, "idle-timeout", r.IdleTimeout, "wait for the next request on a stream")
 	fs.DurationVar(&r.RequestTimeout, "request-timeout", r.RequestTimeout, "time to handle one request")
 	fs.DurationVar(&r.StatsInterval, "stats-interval", r.StatsInterval, "how often the store's counts are exported")
+	fs.IntVar(&r.RecordCacheSize, "record-cache-size", r.RecordCacheSize, "peers whose last verified record is remembered, so a refresh skips the signature check (0: none)")
 }
 
 func serve(args []string, stdout, stderr io.Writer) int {
