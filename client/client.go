@@ -36,6 +36,11 @@ const (
 	// dropping advertised addresses: nim-libp2p points silently drop
 	// larger requests.
 	DefaultMaxRegisterSize = 4096
+	// DefaultMaxAdvertisedAddrBytes bounds the binary addresses of the
+	// record the client signs, dropping addresses from the end of the
+	// list: the Waku point refuses a record with more than 2048 bytes of
+	// addresses.
+	DefaultMaxAdvertisedAddrBytes = 2048
 	// DefaultRequestTimeout bounds one request to one point.
 	DefaultRequestTimeout = 15 * time.Second
 	// DefaultDiscoverLimit is the limit a DISCOVER asks for when the

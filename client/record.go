@@ -57,6 +57,7 @@ func (c *Client) registerRequest(ns string, ttl time.Duration) (*pb.Message, uin
 	if c.addrFilter != nil {
 		addrs = c.addrFilter(addrs)
 	}
+	addrs = withinAddrBudget(addrs, DefaultMaxAdvertisedAddrBytes)
 	for range len(addrs) {
 		rec, err := c.seal(addrs)
 		if err != nil {
@@ -139,6 +140,19 @@ func (c *Client) legacyTwin(req *pb.Message) *pb.Message {
 	twin := proto.Clone(req).(*pb.Message)
 	twin.Register.SignedPeerRecord = rec.legacy
 	return twin
+}
+
+// withinAddrBudget returns the longest head of addrs whose binary forms
+// add up to at most budget bytes, and at least the first address.
+func withinAddrBudget(addrs []ma.Multiaddr, budget int) []ma.Multiaddr {
+	total := 0
+	for i, a := range addrs {
+		total += len(a.Bytes())
+		if total > budget && i > 0 {
+			return addrs[:i]
+		}
+	}
+	return addrs
 }
 
 // advertisable returns addrs without /p2p/ suffixes and duplicates.
