@@ -2,7 +2,10 @@ package main
 
 import (
 	"flag"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -141,5 +144,22 @@ func TestLimitsAreSettings(t *testing.T) {
 	}
 	if err := (Limits{}).Validate(); err == nil {
 		t.Error("zero limits validate")
+	}
+}
+
+func TestLimitsFromConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(path, []byte(`{"max-streams-per-ip": 99, "conn-rate-per-ip": 2.5, "negotiation-timeout": "3s", "limit-loopback": true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var cfg serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg.flags(fs)
+	if err := applySettings(fs, path, func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.limits
+	if l.StreamsPerIP != 99 || l.ConnRatePerIP != 2.5 || l.NegotiationTimeout != 3*time.Second || !l.LimitLoopback {
+		t.Fatalf("config file gave %+v", l)
 	}
 }
