@@ -20,7 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -41,29 +41,26 @@ var DefaultListen = []string{"/ip4/127.0.0.1/tcp/4457", "/ip4/127.0.0.1/udp/4457
 // without --data-dir.
 const DefaultDataDir = "rendezvous-data"
 
-// DefaultMaxConnsPerIP bounds the connections from one IPv4 address (or
-// IPv6 /56) that the resource manager accepts.
-const DefaultMaxConnsPerIP = 64
-
 // serveConfig is what serve is told on its command line.
 type serveConfig struct {
-	config        string
-	listen        stringList
-	identity      string
-	dataDir       string
-	store         string
-	benchEcho     bool
-	metricsAddr   string
-	logFormat     string
-	logLevel      string
-	canvas        bool
-	maxConnsPerIP int
-	resources     server.Resources
+	config      string
+	listen      stringList
+	identity    string
+	dataDir     string
+	store       string
+	benchEcho   bool
+	metricsAddr string
+	logFormat   string
+	logLevel    string
+	canvas      bool
+	limits      Limits
+	resources   server.Resources
 }
 
 func (c *serveConfig) flags(fs *flag.FlagSet) {
 	c.listen.values = append([]string(nil), DefaultListen...)
 	c.resources = server.DefaultResources()
+	c.limits = MachineLimits()
 	r := &c.resources
 	fs.StringVar(&c.config, "config", "", "JSON file of settings, keyed by flag name (env "+envName("config")+")")
 	fs.Var(&c.listen, "listen", "multiaddr to listen on (repeatable; default "+strings.Join(DefaultListen, ", ")+")")
@@ -75,7 +72,6 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.canvas, "canvas", false, "also serve "+string(rendezvous.CanvasProtocolID)+" (JavaScript peers' default)")
-	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", DefaultMaxConnsPerIP, "connections accepted from one IPv4 address or IPv6 /56")
 	fs.DurationVar(&r.MinTTL, "min-ttl", r.MinTTL, "shortest TTL a peer may register for")
 	fs.DurationVar(&r.MaxTTL, "max-ttl", r.MaxTTL, "longest TTL a peer may register for")
 	fs.DurationVar(&r.DefaultTTL, "default-ttl", r.DefaultTTL, "TTL of a registration that asks for none")
@@ -91,6 +87,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&r.RequestTimeout, "request-timeout", r.RequestTimeout, "time to handle one request")
 	fs.DurationVar(&r.StatsInterval, "stats-interval", r.StatsInterval, "how often the store's counts are exported")
 	fs.IntVar(&r.RecordCacheSize, "record-cache-size", r.RecordCacheSize, "peers whose last verified record is remembered, so a refresh skips the signature check (0: none)")
+	c.limits.flags(fs)
 }
 
 func serve(args []string, stdout, stderr io.Writer) int {
@@ -135,33 +132,82 @@ func serve(args []string, stdout, stderr io.Writer) int {
 // endpoints, the protocol handler (letting requests in flight finish), the
 // host and the store.
 func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.Writer) error {
-	if err := cfg.resources.Validate(); err != nil {
+	p, err := startPoint(cfg, log)
+	if err != nil {
 		return err
+	}
+	defer p.close()
+	for _, a := range p.host.Addrs() {
+		fmt.Fprintf(stdout, "%s/p2p/%s\n", a, p.host.ID())
+	}
+	log.Info("rendezvous point ready", "peer", p.host.ID(), "store", redactStore(cfg.store))
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+// point is a running rendezvous point: its host, its server and what
+// serves them.
+type point struct {
+	host  host.Host
+	reg   *prometheus.Registry
+	close func() // shuts the point down, in order
+}
+
+// startPoint opens the store, builds the host, mounts the point on it and
+// starts the HTTP endpoints and the closing of idle connections.
+func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
+	if err := cfg.resources.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.limits.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.identity == "" {
 		cfg.identity = filepath.Join(cfg.dataDir, "identity.key")
 	}
 	key, err := identity.LoadOrCreate(cfg.identity)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	st, err := openStore(ctx, cfg.store, cfg.dataDir)
-	if err != nil {
-		return err
+	// Closers run last first: the endpoints stop, then the point finishes
+	// the requests in flight, then the host and the store close.
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
 	}
 	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+
+	st, err := openStore(context.Background(), cfg.store, cfg.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() {
 		if err := st.Close(); err != nil {
 			log.Error("closing the store", "err", err)
 		}
-	}()
+	})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h, err := newHost(cfg, key, reg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer h.Close()
+	closers = append(closers, func() { _ = h.Close() })
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		closeIdleConns(sweepCtx, h, cfg.limits.IdleConnTimeout)
+	}()
+	closers = append(closers, func() { stopSweep(); <-swept })
 
 	opts := []server.Option{
 		server.WithResources(cfg.resources),
@@ -173,11 +219,9 @@ func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.
 	}
 	srv, err := server.New(h, st, opts...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// Deferred calls run last first: the endpoints stop, then the point
-	// finishes the requests in flight, then the host and the store close.
-	defer srv.Close()
+	closers = append(closers, func() { _ = srv.Close() })
 	if cfg.benchEcho {
 		bench.MountEcho(h)
 	}
@@ -186,37 +230,45 @@ func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.
 	if cfg.metricsAddr != "" {
 		stopHTTP, err := serveHTTP(cfg.metricsAddr, reg, st, &ready, log)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer stopHTTP()
+		closers = append(closers, stopHTTP)
 	}
 	ready.Store(true)
-	defer ready.Store(false)
-
-	for _, a := range h.Addrs() {
-		fmt.Fprintf(stdout, "%s/p2p/%s\n", a, h.ID())
-	}
-	log.Info("rendezvous point ready", "peer", h.ID(), "store", redactStore(cfg.store))
-	<-ctx.Done()
-	log.Info("shutting down")
-	return nil
+	closers = append(closers, func() { ready.Store(false) })
+	return &point{host: h, reg: reg, close: closeAll}, nil
 }
 
+// newHost builds the point's host: cfg's listen addresses, its limits in
+// the resource manager, the connection manager and the negotiation
+// timeout.
 func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
-	limiter := rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale())
-	mgr, err := rcmgr.NewResourceManager(limiter, rcmgr.WithLimitPerSubnet(
-		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: cfg.maxConnsPerIP}},
-		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: cfg.maxConnsPerIP}},
-	))
+	mgr, err := newResourceManager(cfg.limits, reg)
 	if err != nil {
 		return nil, err
 	}
-	return libp2p.New(
+	low, high := cfg.limits.connManagerWatermarks()
+	cm, err := connmgr.NewConnManager(low, high)
+	if err != nil {
+		_ = mgr.Close()
+		return nil, err
+	}
+	h, err := libp2p.New(
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(cfg.listen.values...),
 		libp2p.ResourceManager(mgr),
+		libp2p.ConnectionManager(cm),
 		libp2p.PrometheusRegisterer(reg),
 	)
+	if err != nil {
+		_ = mgr.Close()
+		return nil, err
+	}
+	if err := limitNegotiation(h, cfg.limits.NegotiationTimeout); err != nil {
+		_ = h.Close()
+		return nil, err
+	}
+	return h, nil
 }
 
 // serveHTTP serves /metrics, /healthz (the process is up) and /readyz (the
