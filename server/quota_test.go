@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
@@ -85,7 +86,8 @@ func TestQuotasRefuseWithTheirName(t *testing.T) {
 	rc := noRates(server.DefaultResources())
 	rc.MaxRegistrationsPerIPv4, rc.MaxRegistrationsPerIPv4Net = 2, 3
 	rc.MaxRegistrationsPerIPv6Subnet, rc.MaxRegistrationsPerIPv6Net = 2, 3
-	p := newPoint(t, server.WithResources(rc))
+	reg := prometheus.NewRegistry()
+	p := newPoint(t, server.WithResources(rc), server.WithMetricsTracer(server.NewMetricsTracer(reg)))
 	ids := identities(t, 40)
 	next := 0
 	id := func() identity { next++; return ids[next-1] }
@@ -115,6 +117,10 @@ func TestQuotasRefuseWithTheirName(t *testing.T) {
 				t.Fatalf("another prefix: %v %q", r.GetStatus(), r.GetStatusText())
 			}
 		})
+	}
+	want := map[string]float64{"REGISTER/quota_ipv4": 1, "REGISTER/quota_ipv4_24": 1, "REGISTER/quota_ipv6_64": 1, "REGISTER/quota_ipv6_48": 1}
+	if got := refusals(t, reg); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("refusals counted %v, want %v", got, want)
 	}
 }
 
