@@ -1,5 +1,40 @@
 // Package server is the rendezvous point: it serves /rendezvous/1.0.0 on a
 // libp2p host, keeping registrations in a store.Store.
+//
+// # Abuse
+//
+// A point is public infrastructure and peer IDs cost nothing, so every
+// limit that matters is per source, the IP address of the connection
+// (SourceOf), counted at two widths: the address (IPv4 /32, IPv6 /64, one
+// host or one LAN) and its network (IPv4 /24, IPv6 /48, an organisation or
+// a site). Three layers, from the cheapest:
+//
+//   - Rates (Resources.RegisterRate, DiscoverRate and their Net forms):
+//     go-libp2p's x/rate token buckets per prefix, checked before a
+//     request's record, its namespace or the store is looked at, so a flood
+//     costs a decode and a map lookup per request. Rates are per point and
+//     in memory, and run on the wall clock.
+//   - Quotas (Resources.MaxRegistrationsPerIPv4...): live registrations per
+//     prefix, counted by the store with each registration's source, so they
+//     are exact and hold across points sharing a database. The defaults,
+//     1000 per address and 5000 per network, are generous because one
+//     address is often a NAT gateway of many honest peers (a hundred peers
+//     in ten namespaces each), and because the point's caps are far above
+//     them: one network gets 0.5% of the default 1,000,000.
+//   - Headroom (Resources.CrowdedPercent, CrowdedShare): quotas alone let
+//     an attacker with many networks (one IPv6 /32 holds 65,536 /48s) fill
+//     the point, after which every newcomer is refused for as long as the
+//     attacker's TTLs last. Above 90% of MaxRegistrations (or of
+//     MaxNamespaces, for a registration opening a namespace) a network
+//     that already holds 100 live registrations gets no new one, while
+//     networks holding fewer still register: the last 10% is kept for the
+//     many small sources, and an attacker needs ten times the networks to
+//     take it. Refreshes of live registrations always succeed, at every
+//     limit, so a full point keeps serving the peers it holds.
+//
+// Trusted sources (Allowlist) are held by no quota and no rate, and their
+// registrations count in no quota. A peer reached through a relay counts at
+// the relay's address (see SourceOf).
 package server
 
 import (
