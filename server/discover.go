@@ -14,21 +14,26 @@ import (
 	"github.com/rendezvous-p2p/rendezvous/store"
 )
 
-func (s *Server) handleDiscover(ctx context.Context, scope network.ResourceScope, remote peer.ID, req *pb.Message_Discover) *pb.Message_DiscoverResponse {
-	regs, cookie, err := s.discover(ctx, scope, remote, req)
+func (s *Server) handleDiscover(ctx context.Context, r Request, req *pb.Message_Discover) *pb.Message_DiscoverResponse {
+	regs, cookie, err := s.discover(ctx, r.Scope, r.Peer, req)
 	if err != nil {
-		return &pb.Message_DiscoverResponse{
-			Registrations: []*pb.Message_Register{},
-			Cookie:        []byte{},
-			Status:        rendezvous.StatusOf(err).Enum(),
-			StatusText:    proto.String(errorText(err)),
-		}
+		return discoverRefusal(err)
 	}
 	return &pb.Message_DiscoverResponse{
 		Registrations: regs,
 		Cookie:        cookie.Encode(),
 		Status:        rendezvous.StatusOK.Enum(),
 		StatusText:    proto.String(""),
+	}
+}
+
+// discoverRefusal is the answer to a DISCOVER refused with err.
+func discoverRefusal(err error) *pb.Message_DiscoverResponse {
+	return &pb.Message_DiscoverResponse{
+		Registrations: []*pb.Message_Register{},
+		Cookie:        []byte{},
+		Status:        rendezvous.StatusOf(err).Enum(),
+		StatusText:    proto.String(errorText(err)),
 	}
 }
 
@@ -42,6 +47,7 @@ func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remo
 		return nil, rendezvous.Cookie{}, err
 	}
 	if s.acl != nil && !s.acl.AllowDiscover(remote, ns) {
+		s.refused(pb.Message_DISCOVER, RefusedACL)
 		return nil, rendezvous.Cookie{}, rendezvous.Errorf(rendezvous.StatusNotAuthorized, "not allowed to discover in this namespace")
 	}
 	limit := s.rc.DefaultDiscoverLimit
@@ -60,7 +66,7 @@ func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remo
 	found, err := s.store.Discover(ctx, (*page)[:0], ns, cookie.Seq, limit, now)
 	*page = found
 	if err != nil {
-		return nil, rendezvous.Cookie{}, s.storeError("discover", err)
+		return nil, rendezvous.Cookie{}, s.storeError(pb.Message_DISCOVER, err)
 	}
 	budget := s.rc.MaxDiscoverResponseSize - responseOverhead
 	regs := make([]*pb.Message_Register, 0, len(found))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/x/rate"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
@@ -72,7 +73,11 @@ func FuzzHandleRequest(f *testing.F) {
 	_, remote := fuzzKey(f)
 	st := memory.New()
 	clock := newFakeClock()
-	srv, err := server.New(testhost.New(f), st, server.WithClock(clock.Now))
+	// Rates out of the way: every input reaches the handlers.
+	rc := server.DefaultResources()
+	fast := rate.Limit{RPS: 1e9, Burst: 1 << 30}
+	rc.RegisterRate, rc.RegisterNetRate, rc.DiscoverRate, rc.DiscoverNetRate = fast, fast, fast, fast
+	srv, err := server.New(testhost.New(f), st, server.WithClock(clock.Now), server.WithResources(rc))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -82,7 +87,7 @@ func FuzzHandleRequest(f *testing.F) {
 			return
 		}
 		clock.Advance(time.Second)
-		resp, status := srv.HandleRequest(context.Background(), nil, remote, &req)
+		resp, status := srv.HandleRequest(context.Background(), server.Request{Message: &req, Peer: remote})
 		switch req.GetType() {
 		case pb.Message_REGISTER:
 			r := resp.GetRegisterResponse()

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/x/rate"
 	"github.com/libp2p/go-msgio/pbio"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
@@ -203,3 +204,16 @@ func loopback(t testing.TB) []ma.Multiaddr {
 }
 
 type storeRegistration = store.Registration
+
+// unlimited is rc with the per-source rates and quotas out of the way, for
+// tests of other limits whose peers all connect from 127.0.0.1.
+func unlimited(rc server.Resources) server.Resources {
+	fast := rate.Limit{RPS: 1e9, Burst: 1 << 30}
+	rc.RegisterRate, rc.RegisterNetRate, rc.DiscoverRate, rc.DiscoverNetRate = fast, fast, fast, fast
+	rc.MaxRegistrationsPerIPv4, rc.MaxRegistrationsPerIPv4Net = 1<<30, 1<<30
+	rc.MaxRegistrationsPerIPv6Subnet, rc.MaxRegistrationsPerIPv6Net = 1<<30, 1<<30
+	return rc
+}
+
+// ratePer is a rate of rps a second with burst.
+func ratePer(rps float64, burst int) rate.Limit { return rate.Limit{RPS: rps, Burst: burst} }

@@ -21,12 +21,32 @@ type MetricsTracer interface {
 	// StoreStats is called every Resources.StatsInterval with the store's
 	// counts.
 	StoreStats(st store.Stats)
+	// RequestRefused is called for each request refused on a limit, with
+	// the limit; RequestHandled is called for it too.
+	RequestRefused(t pb.Message_MessageType, reason Refusal)
 }
+
+// Refusal names the limit a request was refused on.
+type Refusal string
+
+// The limits a request is refused on.
+const (
+	RefusedRate       Refusal = "rate"          // the source's rate (RegisterRate, DiscoverRate...)
+	RefusedIPv4Quota  Refusal = "quota_ipv4"    // MaxRegistrationsPerIPv4
+	RefusedIPv4Net    Refusal = "quota_ipv4_24" // MaxRegistrationsPerIPv4Net
+	RefusedIPv6Subnet Refusal = "quota_ipv6_64" // MaxRegistrationsPerIPv6Subnet
+	RefusedIPv6Net    Refusal = "quota_ipv6_48" // MaxRegistrationsPerIPv6Net
+	RefusedCrowded    Refusal = "crowded"       // CrowdedPercent and CrowdedShare
+	RefusedPeer       Refusal = "peer"          // MaxRegistrationsPerPeer
+	RefusedFull       Refusal = "full"          // MaxRegistrations, MaxNamespaces
+	RefusedACL        Refusal = "acl"           // the ACLFilter
+)
 
 const metricNamespace = "libp2p_rendezvous"
 
 type metricsTracer struct {
 	requests      *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
 	registrations prometheus.Gauge
 	namespaces    prometheus.Gauge
@@ -47,6 +67,11 @@ func NewMetricsTracer(reg prometheus.Registerer) MetricsTracer {
 			Name:      "requests_total",
 			Help:      "Requests handled, by message type and response status.",
 		}, []string{"type", "status"})),
+		refusals: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricNamespace,
+			Name:      "refusals_total",
+			Help:      "Requests refused on a limit, by message type and limit.",
+		}, []string{"type", "reason"})),
 		latency: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metricNamespace,
 			Name:      "request_duration_seconds",
@@ -84,6 +109,10 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 func (m *metricsTracer) RequestHandled(t pb.Message_MessageType, status rendezvous.Status, d time.Duration) {
 	m.requests.WithLabelValues(t.String(), status.String()).Inc()
 	m.latency.WithLabelValues(t.String()).Observe(d.Seconds())
+}
+
+func (m *metricsTracer) RequestRefused(t pb.Message_MessageType, reason Refusal) {
+	m.refusals.WithLabelValues(t.String(), string(reason)).Inc()
 }
 
 func (m *metricsTracer) StoreStats(st store.Stats) {

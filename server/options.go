@@ -1,9 +1,12 @@
 package server
 
 import (
+	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -22,6 +25,23 @@ func WithResources(rc Resources) Option {
 func WithACL(acl ACLFilter) Option {
 	return func(s *Server) error {
 		s.acl = acl
+		return nil
+	}
+}
+
+// WithAllowlist sets the trusted sources, which per-source quotas and rates
+// do not hold.
+func WithAllowlist(a Allowlist) Option {
+	return func(s *Server) error {
+		for _, p := range a.Prefixes {
+			if !p.IsValid() {
+				return fmt.Errorf("allowlist: invalid prefix %v", p)
+			}
+		}
+		s.allow = Allowlist{
+			Prefixes: append([]netip.Prefix(nil), a.Prefixes...),
+			Peers:    append([]peer.ID(nil), a.Peers...),
+		}
 		return nil
 	}
 }

@@ -2,9 +2,9 @@ package server
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
@@ -12,14 +12,10 @@ import (
 	"github.com/rendezvous-p2p/rendezvous/store"
 )
 
-func (s *Server) handleRegister(ctx context.Context, remote peer.ID, req *pb.Message_Register) *pb.Message_RegisterResponse {
-	ttl, err := s.register(ctx, remote, req)
+func (s *Server) handleRegister(ctx context.Context, r Request, req *pb.Message_Register) *pb.Message_RegisterResponse {
+	ttl, err := s.register(ctx, r, req)
 	if err != nil {
-		return &pb.Message_RegisterResponse{
-			Status:     rendezvous.StatusOf(err).Enum(),
-			StatusText: proto.String(errorText(err)),
-			Ttl:        proto.Uint64(0),
-		}
+		return registerRefusal(err)
 	}
 	return &pb.Message_RegisterResponse{
 		Status:     rendezvous.StatusOK.Enum(),
@@ -28,7 +24,17 @@ func (s *Server) handleRegister(ctx context.Context, remote peer.ID, req *pb.Mes
 	}
 }
 
-func (s *Server) register(ctx context.Context, remote peer.ID, req *pb.Message_Register) (time.Duration, error) {
+// registerRefusal is the answer to a REGISTER refused with err.
+func registerRefusal(err error) *pb.Message_RegisterResponse {
+	return &pb.Message_RegisterResponse{
+		Status:     rendezvous.StatusOf(err).Enum(),
+		StatusText: proto.String(errorText(err)),
+		Ttl:        proto.Uint64(0),
+	}
+}
+
+func (s *Server) register(ctx context.Context, r Request, req *pb.Message_Register) (time.Duration, error) {
+	remote := r.Peer
 	ns := req.GetNs()
 	if err := rendezvous.ValidateNamespace(ns); err != nil {
 		return 0, err
@@ -42,6 +48,7 @@ func (s *Server) register(ctx context.Context, remote peer.ID, req *pb.Message_R
 		return 0, err
 	}
 	if s.acl != nil && !s.acl.AllowRegister(remote, ns) {
+		s.refused(pb.Message_REGISTER, RefusedACL)
 		return 0, rendezvous.Errorf(rendezvous.StatusNotAuthorized, "not allowed to register in this namespace")
 	}
 	now := s.now()
@@ -50,9 +57,16 @@ func (s *Server) register(ctx context.Context, remote peer.ID, req *pb.Message_R
 		Peer:      remote,
 		Record:    record,
 		Expires:   now.Add(ttl),
+		Source:    r.Source,
 	}
-	if _, err := s.store.Register(ctx, reg, s.rc.storeLimits(), now); err != nil {
-		return 0, s.storeError("register", err)
+	// A trusted source's registrations count in no quota, neither its
+	// own nor that of the untrusted peers of its network.
+	trusted := s.allow.trusts(remote, r.Source)
+	if trusted {
+		reg.Source = netip.Addr{}
+	}
+	if _, err := s.store.Register(ctx, reg, s.rc.storeLimits(trusted), now); err != nil {
+		return 0, s.storeError(pb.Message_REGISTER, err)
 	}
 	return ttl, nil
 }

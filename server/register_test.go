@@ -179,7 +179,7 @@ func TestRegisterWithoutType(t *testing.T) {
 }
 
 func TestPeerCap(t *testing.T) {
-	rc := server.DefaultResources()
+	rc := unlimited(server.DefaultResources())
 	p := newPoint(t, server.WithResources(rc))
 	a := newPeer(t, p)
 	rec := a.record()

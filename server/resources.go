@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/libp2p/go-libp2p/x/rate"
+
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/store"
 )
@@ -27,6 +29,48 @@ type Resources struct {
 	// MaxNamespaces bounds the namespaces holding live registrations.
 	// Default 100,000.
 	MaxNamespaces int
+
+	// MaxRegistrationsPerIPv4 bounds the live registrations made from one
+	// IPv4 address, refreshing always allowed; beyond it E_NOT_AUTHORIZED.
+	// Default 1000: a NAT gateway of a hundred peers in ten namespaces
+	// each.
+	MaxRegistrationsPerIPv4 int
+	// MaxRegistrationsPerIPv4Net bounds those of one IPv4 /24. Default
+	// 5000: a few such gateways of one organisation.
+	MaxRegistrationsPerIPv4Net int
+	// MaxRegistrationsPerIPv6Subnet bounds those of one IPv6 /64, the
+	// IPv6 counterpart of one address: one host or one LAN. Default 1000.
+	MaxRegistrationsPerIPv6Subnet int
+	// MaxRegistrationsPerIPv6Net bounds those of one IPv6 /48, a site.
+	// Default 5000.
+	MaxRegistrationsPerIPv6Net int
+
+	// CrowdedPercent is the fill, in percent of MaxRegistrations (or of
+	// MaxNamespaces, for a registration that opens a namespace), above
+	// which the point is crowded: a network (IPv4 /24, IPv6 /48) holding
+	// CrowdedShare live registrations gets no new one (E_UNAVAILABLE),
+	// so that the rest stays for the networks holding fewer. Default 90.
+	CrowdedPercent int
+	// CrowdedShare is the share of a crowded point a network may hold and
+	// still register anew. Default 100: ten peers in ten namespaces each.
+	CrowdedShare int
+
+	// RegisterRate bounds the REGISTER and UNREGISTER requests of one
+	// source address (IPv4 /32, IPv6 /64): RPS per second in the long run,
+	// Burst at once. Beyond it a REGISTER is answered E_UNAVAILABLE before
+	// anything else is looked at; an UNREGISTER is dropped. Default 5 per
+	// second, burst 100: a peer registering in many namespaces at start,
+	// a gateway of peers refreshing one-minute TTLs.
+	RegisterRate rate.Limit
+	// RegisterNetRate bounds them per network (IPv4 /24, IPv6 /48).
+	// Default 20 per second, burst 400.
+	RegisterNetRate rate.Limit
+	// DiscoverRate bounds the DISCOVER requests of one source address.
+	// Default 10 per second, burst 100: pollers of a few namespaces.
+	DiscoverRate rate.Limit
+	// DiscoverNetRate bounds them per network. Default 50 per second,
+	// burst 500.
+	DiscoverNetRate rate.Limit
 
 	// DefaultDiscoverLimit is the limit of a DISCOVER that gives none (or 0).
 	// Default 1000.
@@ -72,6 +116,12 @@ const (
 	DefaultMaxRegistrationsPerPeer = 1000
 	DefaultMaxRegistrations        = 1_000_000
 	DefaultMaxNamespaces           = 100_000
+	DefaultMaxPerIPv4              = 1000
+	DefaultMaxPerIPv4Net           = 5000
+	DefaultMaxPerIPv6Subnet        = 1000
+	DefaultMaxPerIPv6Net           = 5000
+	DefaultCrowdedPercent          = 90
+	DefaultCrowdedShare            = 100
 	DefaultDiscoverLimit           = 1000
 	DefaultMaxDiscoverLimit        = 1000
 	DefaultMaxDiscoverResponseSize = 64 << 10
@@ -80,6 +130,14 @@ const (
 	DefaultRequestTimeout          = 10 * time.Second
 	DefaultStatsInterval           = 15 * time.Second
 	DefaultRecordCacheSize         = 1 << 16
+)
+
+// Default rates of Resources.
+var (
+	DefaultRegisterRate    = rate.Limit{RPS: 5, Burst: 100}
+	DefaultRegisterNetRate = rate.Limit{RPS: 20, Burst: 400}
+	DefaultDiscoverRate    = rate.Limit{RPS: 10, Burst: 100}
+	DefaultDiscoverNetRate = rate.Limit{RPS: 50, Burst: 500}
 )
 
 // responseOverhead is what a DISCOVER response needs besides its
@@ -101,6 +159,18 @@ func DefaultResources() Resources {
 		MaxRegistrationsPerPeer: DefaultMaxRegistrationsPerPeer,
 		MaxRegistrations:        DefaultMaxRegistrations,
 		MaxNamespaces:           DefaultMaxNamespaces,
+
+		MaxRegistrationsPerIPv4:       DefaultMaxPerIPv4,
+		MaxRegistrationsPerIPv4Net:    DefaultMaxPerIPv4Net,
+		MaxRegistrationsPerIPv6Subnet: DefaultMaxPerIPv6Subnet,
+		MaxRegistrationsPerIPv6Net:    DefaultMaxPerIPv6Net,
+		CrowdedPercent:                DefaultCrowdedPercent,
+		CrowdedShare:                  DefaultCrowdedShare,
+		RegisterRate:                  DefaultRegisterRate,
+		RegisterNetRate:               DefaultRegisterNetRate,
+		DiscoverRate:                  DefaultDiscoverRate,
+		DiscoverNetRate:               DefaultDiscoverNetRate,
+
 		DefaultDiscoverLimit:    DefaultDiscoverLimit,
 		MaxDiscoverLimit:        DefaultMaxDiscoverLimit,
 		MaxDiscoverResponseSize: DefaultMaxDiscoverResponseSize,
@@ -118,12 +188,24 @@ func (r Resources) TTLPolicy() rendezvous.TTLPolicy {
 	return rendezvous.TTLPolicy{Min: r.MinTTL, Max: r.MaxTTL, Default: r.DefaultTTL}
 }
 
-func (r Resources) storeLimits() store.Limits {
-	return store.Limits{
+// storeLimits are the limits of a registration; trusted ones are held by
+// no per-source quota.
+func (r Resources) storeLimits(trusted bool) store.Limits {
+	l := store.Limits{
 		MaxRegistrationsPerPeer: r.MaxRegistrationsPerPeer,
 		MaxRegistrations:        r.MaxRegistrations,
 		MaxNamespaces:           r.MaxNamespaces,
 	}
+	if !trusted {
+		l.MaxPerIPv4Address = r.MaxRegistrationsPerIPv4
+		l.MaxPerIPv4Net = r.MaxRegistrationsPerIPv4Net
+		l.MaxPerIPv6Subnet = r.MaxRegistrationsPerIPv6Subnet
+		l.MaxPerIPv6Net = r.MaxRegistrationsPerIPv6Net
+		l.CrowdedRegistrations = max(1, int(int64(r.MaxRegistrations)*int64(r.CrowdedPercent)/100))
+		l.CrowdedNamespaces = max(1, int(int64(r.MaxNamespaces)*int64(r.CrowdedPercent)/100))
+		l.CrowdedShare = r.CrowdedShare
+	}
+	return l
 }
 
 // Validate reports limits that cannot work together.
@@ -134,6 +216,15 @@ func (r Resources) Validate() error {
 	switch {
 	case r.MaxRegistrationsPerPeer < 1 || r.MaxRegistrations < 1 || r.MaxNamespaces < 1:
 		return fmt.Errorf("registration limits must be at least 1")
+	case r.MaxRegistrationsPerIPv4 < 1 || r.MaxRegistrationsPerIPv4Net < 1 ||
+		r.MaxRegistrationsPerIPv6Subnet < 1 || r.MaxRegistrationsPerIPv6Net < 1:
+		return fmt.Errorf("per-source quotas must be at least 1")
+	case r.CrowdedPercent < 1 || r.CrowdedPercent > 100:
+		return fmt.Errorf("crowded percent %d: need 1 to 100", r.CrowdedPercent)
+	case r.CrowdedShare < 1:
+		return fmt.Errorf("crowded share must be at least 1")
+	case !validRate(r.RegisterRate) || !validRate(r.RegisterNetRate) || !validRate(r.DiscoverRate) || !validRate(r.DiscoverNetRate):
+		return fmt.Errorf("rates need a positive rate and a burst of at least 1")
 	case r.DefaultDiscoverLimit < 1 || r.MaxDiscoverLimit < r.DefaultDiscoverLimit:
 		return fmt.Errorf("discover limits: need 1 <= default (%d) <= max (%d)", r.DefaultDiscoverLimit, r.MaxDiscoverLimit)
 	case r.MaxRecordSize < 1:
@@ -149,3 +240,7 @@ func (r Resources) Validate() error {
 	}
 	return nil
 }
+
+// validRate reports whether l lets requests through: x/rate reads a zero
+// rate as no limit, which a Resources field never means.
+func validRate(l rate.Limit) bool { return l.RPS > 0 && l.Burst >= 1 }

@@ -1,5 +1,40 @@
 // Package server is the rendezvous point: it serves /rendezvous/1.0.0 on a
 // libp2p host, keeping registrations in a store.Store.
+//
+// # Abuse
+//
+// A point is public infrastructure and peer IDs cost nothing, so every
+// limit that matters is per source, the IP address of the connection
+// (SourceOf), counted at two widths: the address (IPv4 /32, IPv6 /64, one
+// host or one LAN) and its network (IPv4 /24, IPv6 /48, an organisation or
+// a site). Three layers, from the cheapest:
+//
+//   - Rates (Resources.RegisterRate, DiscoverRate and their Net forms):
+//     go-libp2p's x/rate token buckets per prefix, checked before a
+//     request's record, its namespace or the store is looked at, so a flood
+//     costs a decode and a map lookup per request. Rates are per point and
+//     in memory, and run on the wall clock.
+//   - Quotas (Resources.MaxRegistrationsPerIPv4...): live registrations per
+//     prefix, counted by the store with each registration's source, so they
+//     are exact and hold across points sharing a database. The defaults,
+//     1000 per address and 5000 per network, are generous because one
+//     address is often a NAT gateway of many honest peers (a hundred peers
+//     in ten namespaces each), and because the point's caps are far above
+//     them: one network gets 0.5% of the default 1,000,000.
+//   - Headroom (Resources.CrowdedPercent, CrowdedShare): quotas alone let
+//     an attacker with many networks (one IPv6 /32 holds 65,536 /48s) fill
+//     the point, after which every newcomer is refused for as long as the
+//     attacker's TTLs last. Above 90% of MaxRegistrations (or of
+//     MaxNamespaces, for a registration opening a namespace) a network
+//     that already holds 100 live registrations gets no new one, while
+//     networks holding fewer still register: the last 10% is kept for the
+//     many small sources, and an attacker needs ten times the networks to
+//     take it. Refreshes of live registrations always succeed, at every
+//     limit, so a full point keeps serving the peers it holds.
+//
+// Trusted sources (Allowlist) are held by no quota and no rate, and their
+// registrations count in no quota. A peer reached through a relay counts at
+// the relay's address (see SourceOf).
 package server
 
 import (
@@ -8,13 +43,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/x/rate"
 	"github.com/libp2p/go-msgio"
 	"google.golang.org/protobuf/proto"
 
@@ -30,6 +66,7 @@ type Server struct {
 	rc        Resources
 	ttl       rendezvous.TTLPolicy
 	acl       ACLFilter
+	allow     Allowlist
 	mt        MetricsTracer
 	log       *slog.Logger
 	now       func() time.Time
@@ -46,6 +83,9 @@ type Server struct {
 
 	// pages holds *[]store.Registration buffers that DISCOVERs read into.
 	pages sync.Pool
+
+	// registerRate and discoverRate hold the rates of each source.
+	registerRate, discoverRate *rate.Limiter
 }
 
 // New mounts a rendezvous point on h, keeping registrations in st. The
@@ -76,6 +116,8 @@ func New(h host.Host, st store.Store, opts ...Option) (*Server, error) {
 	if s.records, err = newRecordCache(s.rc.RecordCacheSize); err != nil {
 		return nil, fmt.Errorf("rendezvous server: %w", err)
 	}
+	s.registerRate = newLimiter(s.rc.RegisterRate, s.rc.RegisterNetRate, s.allow.Prefixes)
+	s.discoverRate = newLimiter(s.rc.DiscoverRate, s.rc.DiscoverNetRate, s.allow.Prefixes)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, id := range s.protocols {
 		h.SetStreamHandler(id, s.handleStream)
@@ -154,6 +196,7 @@ func (s *Server) handleStream(str network.Stream) {
 	rd := msgio.NewVarintReaderSize(str, s.rc.MaxRequestSize)
 	wr := msgio.NewVarintWriter(str)
 	remote := str.Conn().RemotePeer()
+	source := SourceOf(str.Conn())
 	for {
 		if s.isClosed() {
 			_ = str.Close()
@@ -180,7 +223,7 @@ func (s *Server) handleStream(str network.Stream) {
 		start := time.Now()
 		_ = str.SetDeadline(start.Add(s.rc.RequestTimeout))
 		// Not s.ctx: a request in flight when Close is called finishes.
-		resp, status := s.HandleRequest(context.Background(), str.Scope(), remote, req)
+		resp, status := s.HandleRequest(context.Background(), Request{Message: req, Peer: remote, Source: source, Scope: str.Scope()})
 		if resp != nil {
 			if err := writeResponse(wr, resp); err != nil {
 				s.streamLog(str).Debug("writing response", "err", err)
@@ -249,41 +292,101 @@ func isRequest(t pb.Message_MessageType) bool {
 	return t == pb.Message_REGISTER || t == pb.Message_DISCOVER || t == pb.Message_UNREGISTER
 }
 
-// HandleRequest answers one request from peer remote: the response to
-// write (nil for none) and its status. A message of a type that clients
-// never send is answered with nothing and StatusInternalError. scope, if not nil, is charged for the
-// response buffer of a DISCOVER. It never panics on any input.
-func (s *Server) HandleRequest(ctx context.Context, scope network.ResourceScope, remote peer.ID, req *pb.Message) (*pb.Message, rendezvous.Status) {
+// HandleRequest answers one request: the response to write (nil for none)
+// and its status. A message of a type that clients never send is answered
+// with nothing and StatusInternalError. A request beyond its source's rate
+// is refused before anything else is looked at. It never panics on any
+// input.
+func (s *Server) HandleRequest(ctx context.Context, req Request) (*pb.Message, rendezvous.Status) {
 	ctx, cancel := context.WithTimeout(ctx, s.rc.RequestTimeout)
 	defer cancel()
-	switch req.GetType() {
+	if !req.Source.IsValid() {
+		req.Source = UnknownSource
+	}
+	req.Source = req.Source.Unmap()
+	m := req.Message
+	switch m.GetType() {
 	case pb.Message_REGISTER:
-		resp := s.handleRegister(ctx, remote, req.GetRegister())
+		var resp *pb.Message_RegisterResponse
+		if err := s.checkRate(s.registerRate, req); err != nil {
+			resp = registerRefusal(err)
+		} else {
+			resp = s.handleRegister(ctx, req, m.GetRegister())
+		}
 		return &pb.Message{Type: pb.Message_REGISTER_RESPONSE.Enum(), RegisterResponse: resp}, resp.GetStatus()
 	case pb.Message_DISCOVER:
-		resp := s.handleDiscover(ctx, scope, remote, req.GetDiscover())
+		var resp *pb.Message_DiscoverResponse
+		if err := s.checkRate(s.discoverRate, req); err != nil {
+			resp = discoverRefusal(err)
+		} else {
+			resp = s.handleDiscover(ctx, req, m.GetDiscover())
+		}
 		return &pb.Message{Type: pb.Message_DISCOVER_RESPONSE.Enum(), DiscoverResponse: resp}, resp.GetStatus()
 	case pb.Message_UNREGISTER:
-		return nil, s.handleUnregister(ctx, remote, req.GetUnregister())
+		if err := s.checkRate(s.registerRate, req); err != nil {
+			return nil, err.Status
+		}
+		return nil, s.handleUnregister(ctx, req.Peer, m.GetUnregister())
 	default:
 		return nil, rendezvous.StatusInternalError
 	}
 }
 
-// storeError maps an error of the store to what a peer is told, and logs
-// what it hides.
-func (s *Server) storeError(op string, err error) *rendezvous.Error {
+// checkRate takes a token of req's source from l, unless the source is
+// trusted, and refuses the request when there is none.
+func (s *Server) checkRate(l *rate.Limiter, req Request) *rendezvous.Error {
+	if slices.Contains(s.allow.Peers, req.Peer) || l.Allow(req.Source) {
+		return nil
+	}
+	t := req.Message.GetType()
+	s.refused(t, RefusedRate)
+	return rendezvous.Errorf(rendezvous.StatusUnavailable, "rate limit: too many %s requests from your address or network; retry later", t)
+}
+
+// refused reports a refusal on a limit to the tracer, if there is one.
+func (s *Server) refused(t pb.Message_MessageType, reason Refusal) {
+	if s.mt != nil {
+		s.mt.RequestRefused(t, reason)
+	}
+}
+
+// storeError maps an error of the store to what a peer is told, reports
+// the refusals on limits and logs what it hides.
+func (s *Server) storeError(t pb.Message_MessageType, err error) *rendezvous.Error {
+	var qe *store.QuotaError
 	switch {
+	case errors.As(err, &qe):
+		s.refused(t, quotaRefusal(qe))
+		return rendezvous.Errorf(rendezvous.StatusNotAuthorized, "%s", qe.Error())
+	case errors.Is(err, store.ErrCrowded):
+		s.refused(t, RefusedCrowded)
+		return rendezvous.Errorf(rendezvous.StatusUnavailable, "point is nearly full and your network holds its share (%d registrations)", s.rc.CrowdedShare)
 	case errors.Is(err, store.ErrPeerLimit):
+		s.refused(t, RefusedPeer)
 		return rendezvous.Errorf(rendezvous.StatusNotAuthorized, "peer has %d registrations already", s.rc.MaxRegistrationsPerPeer)
 	case errors.Is(err, store.ErrFull):
+		s.refused(t, RefusedFull)
 		return rendezvous.Errorf(rendezvous.StatusUnavailable, "point is full")
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		s.log.Warn("store unavailable", "op", op, "err", err)
+		s.log.Warn("store unavailable", "op", t.String(), "err", err)
 		return rendezvous.Errorf(rendezvous.StatusUnavailable, "store unavailable")
 	default:
-		s.log.Error("store failed", "op", op, "err", err)
+		s.log.Error("store failed", "op", t.String(), "err", err)
 		return rendezvous.Errorf(rendezvous.StatusInternalError, "internal error")
+	}
+}
+
+// quotaRefusal names the quota of qe.
+func quotaRefusal(qe *store.QuotaError) Refusal {
+	switch {
+	case !qe.IPv6 && qe.Bits == store.IPv4AddressBits:
+		return RefusedIPv4Quota
+	case !qe.IPv6:
+		return RefusedIPv4Net
+	case qe.Bits == store.IPv6SubnetBits:
+		return RefusedIPv6Subnet
+	default:
+		return RefusedIPv6Net
 	}
 }
 

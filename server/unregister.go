@@ -17,7 +17,7 @@ func (s *Server) handleUnregister(ctx context.Context, remote peer.ID, req *pb.M
 		return rendezvous.StatusOf(err)
 	}
 	if err := s.store.Unregister(ctx, ns, remote); err != nil {
-		return s.storeError("unregister", err).Status
+		return s.storeError(pb.Message_UNREGISTER, err).Status
 	}
 	return rendezvous.StatusOK
 }

@@ -67,3 +67,41 @@ func TestStoreSettingRedactedForLogs(t *testing.T) {
 		}
 	}
 }
+
+func TestQuotaRateAndAllowlistSettings(t *testing.T) {
+	var cfg serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg.flags(fs)
+	args := []string{
+		"--max-registrations-per-ipv4", "10", "--max-registrations-per-ipv6-net", "20",
+		"--crowded-percent", "80", "--register-rate", "0.5", "--discover-net-burst", "7",
+		"--allow-prefix", "10.1.2.3/16", "--allow-prefix", "2001:db8::/32",
+		"--allow-peer", "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+	}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.resources
+	if r.MaxRegistrationsPerIPv4 != 10 || r.MaxRegistrationsPerIPv6Net != 20 || r.CrowdedPercent != 80 ||
+		r.RegisterRate.RPS != 0.5 || r.DiscoverNetRate.Burst != 7 || r.MaxRegistrationsPerIPv4Net != 5000 {
+		t.Fatalf("resources %+v", r)
+	}
+	a, err := cfg.allowlist()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Prefixes) != 2 || a.Prefixes[0].String() != "10.1.0.0/16" || len(a.Peers) != 1 {
+		t.Fatalf("allowlist %+v", a)
+	}
+	for _, bad := range [][]string{{"--allow-prefix", "10.1.2.3"}, {"--allow-peer", "nobody"}} {
+		var cfg serveConfig
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		cfg.flags(fs)
+		if err := fs.Parse(bad); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cfg.allowlist(); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}

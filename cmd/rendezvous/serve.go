@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -54,6 +56,8 @@ type serveConfig struct {
 	logLevel    string
 	canvas      bool
 	limits      Limits
+	allowPrefix stringList
+	allowPeer   stringList
 	resources   server.Resources
 }
 
@@ -78,6 +82,22 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&r.MaxRegistrationsPerPeer, "max-registrations-per-peer", r.MaxRegistrationsPerPeer, "namespaces one peer may be registered in")
 	fs.IntVar(&r.MaxRegistrations, "max-registrations", r.MaxRegistrations, "registrations the point holds")
 	fs.IntVar(&r.MaxNamespaces, "max-namespaces", r.MaxNamespaces, "namespaces the point holds")
+	fs.IntVar(&r.MaxRegistrationsPerIPv4, "max-registrations-per-ipv4", r.MaxRegistrationsPerIPv4, "live registrations from one IPv4 address")
+	fs.IntVar(&r.MaxRegistrationsPerIPv4Net, "max-registrations-per-ipv4-net", r.MaxRegistrationsPerIPv4Net, "live registrations from one IPv4 /24")
+	fs.IntVar(&r.MaxRegistrationsPerIPv6Subnet, "max-registrations-per-ipv6-subnet", r.MaxRegistrationsPerIPv6Subnet, "live registrations from one IPv6 /64")
+	fs.IntVar(&r.MaxRegistrationsPerIPv6Net, "max-registrations-per-ipv6-net", r.MaxRegistrationsPerIPv6Net, "live registrations from one IPv6 /48")
+	fs.IntVar(&r.CrowdedPercent, "crowded-percent", r.CrowdedPercent, "fill (percent of max-registrations or max-namespaces) above which a network holding crowded-share registrations gets no new one")
+	fs.IntVar(&r.CrowdedShare, "crowded-share", r.CrowdedShare, "registrations a network (IPv4 /24, IPv6 /48) may hold and still register anew on a crowded point")
+	fs.Float64Var(&r.RegisterRate.RPS, "register-rate", r.RegisterRate.RPS, "REGISTERs and UNREGISTERs per second from one address (IPv4, IPv6 /64)")
+	fs.IntVar(&r.RegisterRate.Burst, "register-burst", r.RegisterRate.Burst, "REGISTERs at once from one address")
+	fs.Float64Var(&r.RegisterNetRate.RPS, "register-net-rate", r.RegisterNetRate.RPS, "REGISTERs per second from one network (IPv4 /24, IPv6 /48)")
+	fs.IntVar(&r.RegisterNetRate.Burst, "register-net-burst", r.RegisterNetRate.Burst, "REGISTERs at once from one network")
+	fs.Float64Var(&r.DiscoverRate.RPS, "discover-rate", r.DiscoverRate.RPS, "DISCOVERs per second from one address")
+	fs.IntVar(&r.DiscoverRate.Burst, "discover-burst", r.DiscoverRate.Burst, "DISCOVERs at once from one address")
+	fs.Float64Var(&r.DiscoverNetRate.RPS, "discover-net-rate", r.DiscoverNetRate.RPS, "DISCOVERs per second from one network")
+	fs.IntVar(&r.DiscoverNetRate.Burst, "discover-net-burst", r.DiscoverNetRate.Burst, "DISCOVERs at once from one network")
+	fs.Var(&c.allowPrefix, "allow-prefix", "trusted network (CIDR) held by no per-source quota or rate (repeatable)")
+	fs.Var(&c.allowPeer, "allow-peer", "trusted peer ID held by no per-source quota or rate (repeatable)")
 	fs.IntVar(&r.DefaultDiscoverLimit, "discover-limit", r.DefaultDiscoverLimit, "registrations per DISCOVER that gives no limit")
 	fs.IntVar(&r.MaxDiscoverLimit, "max-discover-limit", r.MaxDiscoverLimit, "most registrations per DISCOVER")
 	fs.IntVar(&r.MaxDiscoverResponseSize, "max-discover-response-size", r.MaxDiscoverResponseSize, "bytes per DISCOVER response")
@@ -163,6 +183,10 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 	if err := cfg.limits.Validate(); err != nil {
 		return nil, err
 	}
+	allow, err := cfg.allowlist()
+	if err != nil {
+		return nil, err
+	}
 	if cfg.identity == "" {
 		cfg.identity = filepath.Join(cfg.dataDir, "identity.key")
 	}
@@ -211,6 +235,7 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 
 	opts := []server.Option{
 		server.WithResources(cfg.resources),
+		server.WithAllowlist(allow),
 		server.WithLogger(log),
 		server.WithMetricsTracer(server.NewMetricsTracer(reg)),
 	}
@@ -237,6 +262,26 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 	ready.Store(true)
 	closers = append(closers, func() { ready.Store(false) })
 	return &point{host: h, reg: reg, close: closeAll}, nil
+}
+
+// allowlist parses --allow-prefix and --allow-peer.
+func (c serveConfig) allowlist() (server.Allowlist, error) {
+	var a server.Allowlist
+	for _, v := range c.allowPrefix.values {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return a, fmt.Errorf("--allow-prefix %q: %w", v, err)
+		}
+		a.Prefixes = append(a.Prefixes, p.Masked())
+	}
+	for _, v := range c.allowPeer.values {
+		id, err := peer.Decode(v)
+		if err != nil {
+			return a, fmt.Errorf("--allow-peer %q: %w", v, err)
+		}
+		a.Peers = append(a.Peers, id)
+	}
+	return a, nil
 }
 
 // newHost builds the point's host: cfg's listen addresses, its limits in

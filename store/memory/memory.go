@@ -10,13 +10,16 @@
 // found through a B-tree of their first sequence numbers: registrations only
 // ever join a list at its end, so chunks fill up, and a page of 100 is read
 // from two or three of them. Each call first removes the registrations that
-// have expired, wherever they sit, in O(log n) each.
+// have expired, wherever they sit, in O(log n) each. The map also keeps the
+// source of each registration, and another counts the registrations of each
+// source prefix, so the per-source quotas cost O(1).
 package memory
 
 import (
 	"context"
 	"errors"
 	"math"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -75,6 +78,14 @@ type slot struct {
 	seq     uint64
 }
 
+// held is what the store knows of a key: where its registration is, and
+// the source it came from (kept here rather than in the entry, which stays
+// one cache line).
+type held struct {
+	slot
+	src netip.Addr
+}
+
 func byExpiry(a, b slot) bool {
 	if a.expires != b.expires {
 		return a.expires < b.expires
@@ -87,13 +98,16 @@ type Store struct {
 	mu       sync.Mutex
 	closed   bool
 	seq      uint64
-	byKey    map[key]slot
+	byKey    map[key]held
 	all      *seqList
 	byNS     map[string]*namespace
 	byExpiry *btree.BTreeG[slot]
 	perPeer  map[peer.ID]int
-	free     *btree.FreeListG[fence]
-	chunks   *chunkPool
+	// perSource counts the registrations of each source prefix (see
+	// store.SourcePrefixes).
+	perSource map[netip.Prefix]int
+	free      *btree.FreeListG[fence]
+	chunks    *chunkPool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -107,14 +121,15 @@ func New() *Store {
 	free := btree.NewFreeListG[fence](btree.DefaultFreeListSize)
 	chunks := &chunkPool{}
 	return &Store{
-		seq:      uint64(time.Now().UnixNano()),
-		byKey:    make(map[key]slot),
-		all:      newSeqList(free, chunks),
-		byNS:     make(map[string]*namespace),
-		byExpiry: btree.NewG(btreeDegree, byExpiry),
-		perPeer:  make(map[peer.ID]int),
-		free:     free,
-		chunks:   chunks,
+		seq:       uint64(time.Now().UnixNano()),
+		byKey:     make(map[key]held),
+		all:       newSeqList(free, chunks),
+		byNS:      make(map[string]*namespace),
+		byExpiry:  btree.NewG(btreeDegree, byExpiry),
+		perPeer:   make(map[peer.ID]int),
+		perSource: make(map[netip.Prefix]int),
+		free:      free,
+		chunks:    chunks,
 	}
 }
 
@@ -134,11 +149,19 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 		if limits.MaxRegistrationsPerPeer > 0 && s.perPeer[reg.Peer] >= limits.MaxRegistrationsPerPeer {
 			return 0, store.ErrPeerLimit
 		}
+		inAddr, inNet := s.sourceCounts(reg.Source)
+		if err := limits.CheckQuota(reg.Source, inAddr, inNet); err != nil {
+			return 0, err
+		}
 		if limits.MaxRegistrations > 0 && len(s.byKey) >= limits.MaxRegistrations {
 			return 0, store.ErrFull
 		}
 		if ns == nil && limits.MaxNamespaces > 0 && len(s.byNS) >= limits.MaxNamespaces {
 			return 0, store.ErrFull
+		}
+		st := store.Stats{Registrations: len(s.byKey), Namespaces: len(s.byNS)}
+		if limits.MayCrowd(reg.Source, inNet) && limits.Crowded(st, ns == nil) {
+			return 0, store.ErrCrowded
 		}
 	}
 	if ns == nil {
@@ -153,8 +176,30 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 		peer:    reg.Peer,
 		record:  append([]byte(nil), reg.Record...),
 	}
-	s.insert(e)
+	s.insert(e, reg.Source)
 	return e.seq, nil
+}
+
+// sourceCounts returns the registrations of src's address and network.
+func (s *Store) sourceCounts(src netip.Addr) (inAddr, inNet int) {
+	addr, network, ok := store.SourcePrefixes(src)
+	if !ok {
+		return 0, 0
+	}
+	return s.perSource[addr], s.perSource[network]
+}
+
+// countSource adds d to the counts of src's prefixes.
+func (s *Store) countSource(src netip.Addr, d int) {
+	addr, network, ok := store.SourcePrefixes(src)
+	if !ok {
+		return
+	}
+	for _, p := range []netip.Prefix{addr, network} {
+		if s.perSource[p] += d; s.perSource[p] <= 0 {
+			delete(s.perSource, p)
+		}
+	}
 }
 
 // Unregister implements store.Store.
@@ -165,8 +210,8 @@ func (s *Store) Unregister(_ context.Context, ns string, p peer.ID) error {
 		return ErrClosed
 	}
 	if n := s.byNS[ns]; n != nil {
-		if sl, ok := s.byKey[key{n, p}]; ok {
-			s.remove(key{n, p}, sl)
+		if h, ok := s.byKey[key{n, p}]; ok {
+			s.remove(key{n, p}, h)
 		}
 	}
 	return nil
@@ -216,7 +261,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	s.byKey, s.byNS, s.perPeer = nil, nil, nil
+	s.byKey, s.byNS, s.perPeer, s.perSource = nil, nil, nil, nil
 	s.all.clear()
 	s.byExpiry.Clear(false)
 	return nil
@@ -231,20 +276,24 @@ func (s *Store) expire(now time.Time) {
 			return
 		}
 		e, _ := s.all.get(sl.seq)
-		s.remove(key{e.ns, e.peer}, sl)
+		k := key{e.ns, e.peer}
+		s.remove(k, s.byKey[k])
 	}
 }
 
-func (s *Store) insert(e entry) {
+func (s *Store) insert(e entry, src netip.Addr) {
 	sl := slot{expires: e.expires, seq: e.seq}
-	s.byKey[key{e.ns, e.peer}] = sl
+	s.byKey[key{e.ns, e.peer}] = held{slot: sl, src: src}
 	s.all.push(e)
 	s.byExpiry.ReplaceOrInsert(sl)
 	e.ns.regs.push(e)
 	s.perPeer[e.peer]++
+	s.countSource(src, 1)
 }
 
-func (s *Store) remove(k key, sl slot) {
+func (s *Store) remove(k key, h held) {
+	sl := h.slot
+	s.countSource(h.src, -1)
 	delete(s.byKey, k)
 	s.all.delete(sl.seq)
 	s.byExpiry.Delete(sl)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	xrate "github.com/libp2p/go-libp2p/x/rate"
 	"github.com/libp2p/go-msgio/pbio"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
@@ -247,8 +248,8 @@ func TestPointsConcurrentCookies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	points := []peer.AddrInfo{
-		newPoint(t, dsn, schema, server.DefaultResources()),
-		newPoint(t, dsn, schema, server.DefaultResources()),
+		newPoint(t, dsn, schema, loopbackLoad()),
+		newPoint(t, dsn, schema, loopbackLoad()),
 	}
 	hosts := make([]host.Host, writers)
 	for i := range hosts {
@@ -338,4 +339,60 @@ func TestPointsConcurrentCookies(t *testing.T) {
 	superseded := writers*nss*versions - seen
 	t.Logf("%d REGISTERs acknowledged (%d registrations × %d versions) at 2 points; reader: %d pages alternating points, %d versions seen, %d superseded before it got to them, %d repeats",
 		writers*nss*versions, len(acked), versions, pages, seen, superseded, repeats)
+}
+
+// TestPointsShareSourceQuota: the quota of one address counts the
+// registrations made at every point; peers of another address are not held.
+// Every client here connects from 127.0.0.1, one address, but for the last,
+// bound to 127.0.0.2.
+func TestPointsShareSourceQuota(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rc := server.DefaultResources()
+	rc.MaxRegistrationsPerIPv4 = 3
+	a := newPoint(t, dsn, schema, rc)
+	b := newPoint(t, dsn, schema, rc)
+	points := []peer.AddrInfo{a, b}
+	accepted := 0
+	for i := range 6 {
+		p := newPeer(ctx, t, points[i%2])
+		err := registerVersion(ctx, p, points[i%2].ID, fmt.Sprintf("ns%d", i), 1)
+		var e *rendezvous.Error
+		switch {
+		case err == nil:
+			accepted++
+		case errors.As(err, &e) && e.Status == rendezvous.StatusNotAuthorized && e.Text == "quota: 3 live registrations per IPv4 /32 reached":
+		default:
+			t.Fatalf("peer %d at point %d: %v", i, i%2, err)
+		}
+	}
+	if accepted != 3 {
+		t.Fatalf("%d registrations from 127.0.0.1 accepted at two points, want the quota 3", accepted)
+	}
+	other := testhost.NewAt(t, "127.0.0.2")
+	for _, pt := range points {
+		if err := other.Connect(ctx, pt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := registerVersion(ctx, other, b.ID, "ns", 1); err != nil {
+		t.Fatalf("a peer of another address: %v", err)
+	}
+	regs, _ := mustDiscover(ctx, t, other, a.ID, "", nil)
+	if len(regs) != 4 {
+		t.Fatalf("A discovers %v, want 4 registrations", regs)
+	}
+}
+
+// loopbackLoad is the default resources with the per-source rates and
+// quotas lifted: every client of these tests is on 127.0.0.1, and a load
+// from one address is what they would stop.
+func loopbackLoad() server.Resources {
+	rc := server.DefaultResources()
+	fast := xrate.Limit{RPS: 1e9, Burst: 1 << 30}
+	rc.RegisterRate, rc.RegisterNetRate, rc.DiscoverRate, rc.DiscoverNetRate = fast, fast, fast, fast
+	rc.MaxRegistrationsPerIPv4, rc.MaxRegistrationsPerIPv4Net = 1<<30, 1<<30
+	return rc
 }

@@ -19,8 +19,11 @@
 // acknowledged before it began. Transactions run at READ COMMITTED, so the
 // statements that follow the lock see everything committed before it: the
 // limit checks of one writer see the registrations of the previous one,
-// whichever point made them, and the per-peer and global limits hold across
-// points exactly.
+// whichever point made them, and the per-peer, per-source and global limits
+// hold across points exactly. Each registration keeps the address it came
+// from and the two prefixes the per-source quotas count by (src, src_addr,
+// src_net); a Register under quotas counts the live rows of its source's
+// prefixes through their (prefix, expires) indexes, within the same lock.
 //
 // The price is that writes to one database are serialised (reads are not):
 // a few round trips and one commit per Register, about a thousand per second
@@ -76,6 +79,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -212,6 +216,33 @@ var migrations = []func(ctx context.Context, tx pgx.Tx) error{
 		_, err := tx.Exec(ctx, `INSERT INTO rendezvous_counters (id, seq, total, namespaces) VALUES (1, $1, 0, 0)`, time.Now().UnixNano())
 		return err
 	},
+	// Version 2: the source of each registration, for the per-source
+	// quotas. Rows of version 1 keep no source and count in no quota.
+	func(ctx context.Context, tx pgx.Tx) error {
+		for _, q := range []string{
+			`ALTER TABLE rendezvous_registrations ADD COLUMN src bytea,
+				ADD COLUMN src_addr bytea, ADD COLUMN src_net bytea`,
+			`CREATE INDEX rendezvous_registrations_src_addr ON rendezvous_registrations (src_addr, expires)`,
+			`CREATE INDEX rendezvous_registrations_src_net ON rendezvous_registrations (src_net, expires)`,
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
+
+// sourceColumns are the values of the src, src_addr and src_net columns of
+// a registration from src: the address, and its address and network
+// prefixes (see store.SourcePrefixes), 4 or 16 bytes each; all nil when
+// there is no source.
+func sourceColumns(src netip.Addr) (addr, prefix, network []byte) {
+	a, n, ok := store.SourcePrefixes(src)
+	if !ok {
+		return nil, nil, nil
+	}
+	return src.Unmap().WithZone("").AsSlice(), a.Addr().AsSlice(), n.Addr().AsSlice()
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -313,12 +344,19 @@ func (s *Store) Register(ctx context.Context, reg store.Registration, lim store.
 			RETURNING seq, total, namespaces`).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
 			return err
 		}
+		src, srcAddr, srcNet := sourceColumns(reg.Source)
+		countAddr, countNet := srcAddr, srcNet
+		if !lim.CountsSources() {
+			countAddr, countNet = nil, nil // = NULL matches no row: nothing counted
+		}
 		var old *int64
-		var peerLive int64
+		var peerLive, inAddr, inNet int64
 		if err := tx.QueryRow(ctx, `SELECT
 			(SELECT expires FROM rendezvous_registrations WHERE ns = $1 AND peer = $2),
-			(SELECT count(*) FROM rendezvous_registrations WHERE peer = $2 AND expires > $3)`,
-			ns, p, n).Scan(&old, &peerLive); err != nil {
+			(SELECT count(*) FROM rendezvous_registrations WHERE peer = $2 AND expires > $3),
+			(SELECT count(*) FROM rendezvous_registrations WHERE src_addr = $4 AND expires > $3),
+			(SELECT count(*) FROM rendezvous_registrations WHERE src_net = $5 AND expires > $3)`,
+			ns, p, n, countAddr, countNet).Scan(&old, &peerLive, &inAddr, &inNet); err != nil {
 			return err
 		}
 		existing := old != nil
@@ -327,10 +365,34 @@ func (s *Store) Register(ctx context.Context, reg store.Registration, lim store.
 			if lim.MaxRegistrationsPerPeer > 0 && peerLive >= int64(lim.MaxRegistrationsPerPeer) {
 				return limitError{store.ErrPeerLimit}
 			}
+			if err := lim.CheckQuota(reg.Source, int(inAddr), int(inNet)); err != nil {
+				return limitError{err}
+			}
+			isNew := func() (bool, error) {
+				var ok bool
+				err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM rendezvous_namespaces WHERE ns = $1)`, ns).Scan(&ok)
+				return !ok, err
+			}
+			crowded := func() (bool, error) {
+				st := store.Stats{Registrations: int(c.total), Namespaces: int(c.namespaces)}
+				switch {
+				case !lim.MayCrowd(reg.Source, int(inNet)):
+					return false, nil
+				case lim.Crowded(st, false):
+					return true, nil
+				case lim.Crowded(st, true):
+					return isNew()
+				}
+				return false, nil
+			}
 			// The counters include expired rows not yet removed: when
 			// they say a limit is reached, remove what expired and look
 			// again.
-			if (lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations)) ||
+			isCrowded, err := crowded()
+			if err != nil {
+				return err
+			}
+			if isCrowded || (lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations)) ||
 				(lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces)) {
 				for {
 					d, err := sweep(ctx, tx, n, 10000, &c)
@@ -346,32 +408,39 @@ func (s *Store) Register(ctx context.Context, reg store.Registration, lim store.
 					return limitError{store.ErrFull}
 				}
 				if lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces) {
-					var ok bool
-					if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM rendezvous_namespaces WHERE ns = $1)`, ns).Scan(&ok); err != nil {
+					fresh, err := isNew()
+					if err != nil {
 						return err
 					}
-					if !ok {
+					if fresh {
 						return limitError{store.ErrFull}
 					}
+				}
+				if isCrowded, err = crowded(); err != nil {
+					return err
+				} else if isCrowded {
+					return limitError{store.ErrCrowded}
 				}
 			}
 		}
 		exp := horizon.Nanos(reg.Expires)
 		if existing {
-			if _, err := tx.Exec(ctx, `UPDATE rendezvous_registrations SET seq = $3, record = $4, expires = $5
-				WHERE ns = $1 AND peer = $2`, ns, p, c.seq, reg.Record, exp); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE rendezvous_registrations SET seq = $3, record = $4, expires = $5,
+				src = $6, src_addr = $7, src_net = $8
+				WHERE ns = $1 AND peer = $2`, ns, p, c.seq, reg.Record, exp, src, srcAddr, srcNet); err != nil {
 				return err
 			}
 		} else {
 			if _, err := tx.Exec(ctx, `WITH r AS (
-					INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq) VALUES ($1, $2, $3, $4, $5)
+					INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq, src, src_addr, src_net)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 				), n AS (
 					INSERT INTO rendezvous_namespaces AS t (ns, n) VALUES ($1, 1)
 					ON CONFLICT (ns) DO UPDATE SET n = t.n + 1 RETURNING t.n
 				)
 				UPDATE rendezvous_counters SET total = total + 1,
 					namespaces = namespaces + (SELECT CASE WHEN n.n = 1 THEN 1 ELSE 0 END FROM n)
-				WHERE id = 1`, ns, p, reg.Record, exp, c.seq); err != nil {
+				WHERE id = 1`, ns, p, reg.Record, exp, c.seq, src, srcAddr, srcNet); err != nil {
 				return err
 			}
 		}

@@ -9,7 +9,9 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -533,8 +535,8 @@ func TestConcurrentOpenAndReopen(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+schema+".rendezvous_schema_migrations").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 {
-		t.Fatalf("%d migrations recorded", n)
+	if n != 2 {
+		t.Fatalf("%d migrations recorded, want 2", n)
 	}
 }
 
@@ -774,5 +776,105 @@ func BenchmarkReopen(b *testing.B) {
 				b.StartTimer()
 			}
 		})
+	}
+}
+
+// TestSourceQuotaAcrossPoints: registrations from one /24 at two points,
+// many goroutines, fresh peers: exactly the quota is accepted.
+func TestSourceQuotaAcrossPoints(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	stores := []*postgres.Store{open(t, dsn, schema), open(t, dsn, schema)}
+	ctx := context.Background()
+	const quota = 9
+	lim := store.Limits{MaxPerIPv4Net: quota, MaxPerIPv4Address: 1000}
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i, s := range stores {
+		for g := range 6 {
+			wg.Go(func() {
+				for k := range 5 {
+					r := reg(fmt.Sprintf("ns-%d", k), pid(i*100+g*10+k), epoch.Add(time.Hour))
+					r.Source = netip.AddrFrom4([4]byte{198, 51, 100, byte(i*100 + g*10 + k)})
+					_, err := s.Register(ctx, r, lim, epoch)
+					if err == nil {
+						ok.Add(1)
+					} else if !errors.Is(err, store.ErrQuota) {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	st, err := stores[1].Stats(ctx, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok.Load() != quota || st.Registrations != quota {
+		t.Fatalf("accepted %d, stored %d, want %d", ok.Load(), st.Registrations, quota)
+	}
+}
+
+// TestMigratesVersion1: a schema of version 1 is migrated at Open; its
+// registrations are served and refreshed and count in no source's quota.
+func TestMigratesVersion1(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{
+		`CREATE TABLE rendezvous_schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+		`INSERT INTO rendezvous_schema_migrations (version) VALUES (1)`,
+		`CREATE TABLE rendezvous_registrations (ns bytea NOT NULL, peer bytea NOT NULL, record bytea NOT NULL,
+			expires bigint NOT NULL, seq bigint NOT NULL, PRIMARY KEY (ns, peer))`,
+		`CREATE UNIQUE INDEX rendezvous_registrations_seq ON rendezvous_registrations (seq)`,
+		`CREATE INDEX rendezvous_registrations_ns_seq ON rendezvous_registrations (ns, seq)`,
+		`CREATE INDEX rendezvous_registrations_peer_expires ON rendezvous_registrations (peer, expires)`,
+		`CREATE INDEX rendezvous_registrations_expires ON rendezvous_registrations (expires)`,
+		`CREATE TABLE rendezvous_namespaces (ns bytea PRIMARY KEY, n bigint NOT NULL)`,
+		`CREATE TABLE rendezvous_counters (id integer PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL,
+			total bigint NOT NULL, namespaces bigint NOT NULL)`,
+		`INSERT INTO rendezvous_counters VALUES (1, 100, 1, 1)`,
+		`INSERT INTO rendezvous_namespaces VALUES ('ns', 1)`,
+	} {
+		if _, err := conn.Exec(ctx, "SET search_path = "+schema+"; "+q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO "+schema+".rendezvous_registrations VALUES ('ns', $1, 'old record', $2, 100)",
+		[]byte(pid(1)), epoch.Add(time.Hour).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, dsn, schema)
+	regs, err := s.Discover(ctx, nil, "ns", 0, 10, epoch)
+	if err != nil || len(regs) != 1 || regs[0].Peer != pid(1) || string(regs[0].Record) != "old record" || regs[0].Seq != 100 {
+		t.Fatalf("after migrating: %v, %v; want the registration of version 1", regs, err)
+	}
+	limits := store.Limits{MaxPerIPv4Address: 1}
+	src := netip.MustParseAddr("192.0.2.1")
+	r := reg("ns", pid(2), epoch.Add(time.Hour))
+	r.Source = src
+	if seq, err := s.Register(ctx, r, limits, epoch); err != nil || seq != 101 {
+		t.Fatalf("registering from a source: seq %d, %v; want 101", seq, err)
+	}
+	r = reg("ns", pid(1), epoch.Add(2*time.Hour))
+	r.Source = src
+	if _, err := s.Register(ctx, r, limits, epoch); err != nil {
+		t.Fatalf("refreshing the old registration from a full source: %v", err)
+	}
+	r = reg("other", pid(3), epoch.Add(time.Hour))
+	r.Source = src
+	if _, err := s.Register(ctx, r, limits, epoch); !errors.Is(err, store.ErrQuota) {
+		t.Fatalf("a third from the source: %v, want ErrQuota", err)
+	}
+	var stored []byte
+	if err := conn.QueryRow(ctx, "SELECT src FROM "+schema+".rendezvous_registrations WHERE peer = $1", []byte(pid(2))).Scan(&stored); err != nil || !slices.Equal(stored, src.AsSlice()) {
+		t.Fatalf("stored source %v, %v; want %v", stored, err, src)
 	}
 }

@@ -45,7 +45,11 @@
 // The table regs is keyed by seq (the SQLite rowid), with a unique index on
 // (ns, peer) and indexes on (ns, seq), (peer, expires) and (expires):
 // Register and Unregister cost O(log n), a Discover of k results
-// O(log n + k) plus the expired rows not yet removed in its range. The meta
+// O(log n + k) plus the expired rows not yet removed in its range. Each row
+// keeps its source address and the two prefixes the per-source quotas count
+// by (src, src_addr, src_net), the prefixes indexed with expires: a Register
+// under quotas counts the live rows of its source's prefixes, O(log n + q)
+// for a prefix holding q, which the quota bounds. The meta
 // row keeps the number of rows and of namespaces (the table namespaces keeps
 // the rows of each), so limits are checked without counting the table. The
 // schema version is PRAGMA user_version; migrations run in one IMMEDIATE
@@ -66,6 +70,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -297,6 +302,34 @@ var migrations = []func(ctx context.Context, c *sql.Conn) error{
 		_, err := c.ExecContext(ctx, `INSERT INTO meta (id, seq, total, namespaces) VALUES (1, ?, 0, 0)`, time.Now().UnixNano())
 		return err
 	},
+	// Version 2: the source of each registration, for the per-source
+	// quotas. Rows of version 1 keep no source and count in no quota.
+	func(ctx context.Context, c *sql.Conn) error {
+		for _, q := range []string{
+			`ALTER TABLE regs ADD COLUMN src BLOB`,
+			`ALTER TABLE regs ADD COLUMN src_addr BLOB`,
+			`ALTER TABLE regs ADD COLUMN src_net BLOB`,
+			`CREATE INDEX regs_src_addr ON regs (src_addr, expires)`,
+			`CREATE INDEX regs_src_net ON regs (src_net, expires)`,
+		} {
+			if _, err := c.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
+
+// sourceColumns are the values of the src, src_addr and src_net columns of
+// a registration from src: the address, and its address and network
+// prefixes (see store.SourcePrefixes), 4 or 16 bytes each; all nil when
+// there is no source.
+func sourceColumns(src netip.Addr) (addr, prefix, network []byte) {
+	a, n, ok := store.SourcePrefixes(src)
+	if !ok {
+		return nil, nil, nil
+	}
+	return src.Unmap().WithZone("").AsSlice(), a.Addr().AsSlice(), n.Addr().AsSlice()
 }
 
 func migrate(ctx context.Context, c *sql.Conn) (err error) {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -208,6 +210,8 @@ func TestQueryPlans(t *testing.T) {
 		`SELECT count(*) FROM regs WHERE peer = ? AND expires > ?`:                                                                              "regs_peer_expires (peer=? AND expires>?)",
 		`SELECT expires FROM regs WHERE ns = ? AND peer = ?`:                                                                                    "regs_key (ns=? AND peer=?)",
 		`SELECT seq FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?`:                                                                      "regs_expires (expires<?)",
+		`SELECT count(*) FROM regs WHERE src_addr = ? AND expires > ?`:                                                                          "regs_src_addr (src_addr=? AND expires>?)",
+		`SELECT count(*) FROM regs WHERE src_net = ? AND expires > ?`:                                                                           "regs_src_net (src_net=? AND expires>?)",
 	} {
 		rows, err := db.Query("EXPLAIN QUERY PLAN "+q, "a", 1, 2, 3)
 		if err != nil {
@@ -492,4 +496,98 @@ func (s *seqSet) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.seen)
+}
+
+// version1 is the schema of version 1 (PRAGMA user_version 1), before
+// registrations kept their source.
+var version1 = []string{
+	`CREATE TABLE regs (seq INTEGER PRIMARY KEY, ns TEXT NOT NULL, peer BLOB NOT NULL, record BLOB NOT NULL, expires INTEGER NOT NULL)`,
+	`CREATE UNIQUE INDEX regs_key ON regs (ns, peer)`,
+	`CREATE INDEX regs_ns_seq ON regs (ns, seq)`,
+	`CREATE INDEX regs_peer_expires ON regs (peer, expires)`,
+	`CREATE INDEX regs_expires ON regs (expires)`,
+	`CREATE TABLE namespaces (ns TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID`,
+	`CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, total INTEGER NOT NULL, namespaces INTEGER NOT NULL)`,
+	`INSERT INTO meta (id, seq, total, namespaces) VALUES (1, 100, 1, 1)`,
+	`INSERT INTO namespaces (ns, n) VALUES ('ns', 1)`,
+	`PRAGMA user_version = 1`,
+}
+
+// TestMigratesVersion1: a database of version 1 opens; its registrations
+// are served and refreshed, count in no source's quota, and the sequence
+// goes on.
+func TestMigratesVersion1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rz.db")
+	db, err := sql.Open("sqlite", path+"?_journal_mode=WAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range version1 {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	if _, err := db.Exec(`INSERT INTO regs (seq, ns, peer, record, expires) VALUES (100, 'ns', ?, 'old record', ?)`,
+		[]byte(pid(1)), epoch.Add(time.Hour).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := open(t, path)
+	defer s.Close()
+	regs, err := s.Discover(ctx, nil, "ns", 0, 10, epoch)
+	if err != nil || len(regs) != 1 || regs[0].Peer != pid(1) || string(regs[0].Record) != "old record" || regs[0].Seq != 100 {
+		t.Fatalf("after migrating: %v, %v; want the registration of version 1", regs, err)
+	}
+	limits := store.Limits{MaxPerIPv4Address: 1}
+	src := netip.MustParseAddr("192.0.2.1")
+	r := reg("ns", pid(2), epoch.Add(time.Hour))
+	r.Source = src
+	if seq, err := s.Register(ctx, r, limits, epoch); err != nil || seq != 101 {
+		t.Fatalf("registering from a source: seq %d, %v; want 101", seq, err)
+	}
+	r = reg("ns", pid(1), epoch.Add(2*time.Hour))
+	r.Source = src
+	if _, err := s.Register(ctx, r, limits, epoch); err != nil {
+		t.Fatalf("refreshing the old registration from a full source: %v", err)
+	}
+	r = reg("other", pid(3), epoch.Add(time.Hour))
+	r.Source = src
+	var qe *store.QuotaError
+	if _, err := s.Register(ctx, r, limits, epoch); !errors.As(err, &qe) {
+		t.Fatalf("a third from the source: %v, want a quota error", err)
+	}
+	s.Close()
+
+	db, err = sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v int
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 2 {
+		t.Fatalf("user_version %d, %v; want 2", v, err)
+	}
+	var stored []byte
+	if err := db.QueryRow(`SELECT src FROM regs WHERE peer = ?`, []byte(pid(2))).Scan(&stored); err != nil || !slices.Equal(stored, src.AsSlice()) {
+		t.Fatalf("stored source %v, %v; want %v", stored, err, src)
+	}
+}
+
+// TestRefusesNewerSchema: a database of a later version is refused with a
+// message saying so.
+func TestRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rz.db")
+	db, err := sql.Open("sqlite", path+"?_journal_mode=WAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`PRAGMA user_version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := sqlite.Open(path); err == nil || !strings.Contains(err.Error(), "newer than this program's") {
+		t.Fatalf("opening version 99: %v, want a refusal", err)
+	}
 }

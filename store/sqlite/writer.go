@@ -47,7 +47,7 @@ type writer struct {
 	meta  meta
 	stmts []*sql.Stmt
 
-	getKey, peerLive, nsExists                 *sql.Stmt
+	getKey, peerLive, srcLive, nsExists        *sql.Stmt
 	insert, replace, remove, sweep             *sql.Stmt
 	nsIncr, nsDecr, nsDelete, putMeta, getMeta *sql.Stmt
 }
@@ -68,9 +68,12 @@ func newWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
 	}
 	w.getKey = prep(`SELECT expires FROM regs WHERE ns = ? AND peer = ?`)
 	w.peerLive = prep(`SELECT count(*) FROM regs WHERE peer = ? AND expires > ?`)
+	w.srcLive = prep(`SELECT
+		(SELECT count(*) FROM regs WHERE src_addr = ? AND expires > ?),
+		(SELECT count(*) FROM regs WHERE src_net = ? AND expires > ?)`)
 	w.nsExists = prep(`SELECT count(*) FROM namespaces WHERE ns = ?`)
-	w.insert = prep(`INSERT INTO regs (seq, ns, peer, record, expires) VALUES (?, ?, ?, ?, ?)`)
-	w.replace = prep(`UPDATE regs SET seq = ?, record = ?, expires = ? WHERE ns = ? AND peer = ?`)
+	w.insert = prep(`INSERT INTO regs (seq, ns, peer, record, expires, src, src_addr, src_net) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+	w.replace = prep(`UPDATE regs SET seq = ?, record = ?, expires = ?, src = ?, src_addr = ?, src_net = ? WHERE ns = ? AND peer = ?`)
 	w.remove = prep(`DELETE FROM regs WHERE ns = ? AND peer = ? RETURNING ns`)
 	w.sweep = prep(`DELETE FROM regs WHERE seq IN
 		(SELECT seq FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?) RETURNING ns`)
@@ -189,6 +192,7 @@ func (w *writer) register(o *op) error {
 	case err != nil:
 		return err
 	}
+	src, srcAddr, srcNet := sourceColumns(r.Source)
 	if !existing || old <= now {
 		// A new live pair: the limits apply.
 		if lim.MaxRegistrationsPerPeer > 0 {
@@ -200,9 +204,35 @@ func (w *writer) register(o *op) error {
 				return errLimit{store.ErrPeerLimit}
 			}
 		}
+		var inAddr, inNet int
+		if srcAddr != nil && lim.CountsSources() {
+			if err := w.srcLive.QueryRow(srcAddr, now, srcNet, now).Scan(&inAddr, &inNet); err != nil {
+				return err
+			}
+			if err := lim.CheckQuota(r.Source, inAddr, inNet); err != nil {
+				return errLimit{err}
+			}
+		}
+		crowded := func() (bool, error) {
+			if !lim.MayCrowd(r.Source, inNet) {
+				return false, nil
+			}
+			st := store.Stats{Registrations: int(w.meta.total), Namespaces: int(w.meta.namespaces)}
+			switch {
+			case lim.Crowded(st, false):
+				return true, nil
+			case lim.Crowded(st, true):
+				return w.isNewNamespace(r.Namespace)
+			}
+			return false, nil
+		}
 		// The counters include expired rows not yet removed: when they
 		// say a limit is reached, remove what expired and look again.
-		if (lim.MaxRegistrations > 0 && w.meta.total >= int64(lim.MaxRegistrations)) ||
+		isCrowded, err := crowded()
+		if err != nil {
+			return err
+		}
+		if isCrowded || (lim.MaxRegistrations > 0 && w.meta.total >= int64(lim.MaxRegistrations)) ||
 			(lim.MaxNamespaces > 0 && w.meta.namespaces >= int64(lim.MaxNamespaces)) {
 			var d int
 			for {
@@ -219,13 +249,18 @@ func (w *writer) register(o *op) error {
 				return errLimit{store.ErrFull}
 			}
 			if lim.MaxNamespaces > 0 && w.meta.namespaces >= int64(lim.MaxNamespaces) {
-				var n int
-				if err := w.nsExists.QueryRow(r.Namespace).Scan(&n); err != nil {
+				isNew, err := w.isNewNamespace(r.Namespace)
+				if err != nil {
 					return err
 				}
-				if n == 0 {
+				if isNew {
 					return errLimit{store.ErrFull}
 				}
+			}
+			if isCrowded, err = crowded(); err != nil {
+				return err
+			} else if isCrowded {
+				return errLimit{store.ErrCrowded}
 			}
 		}
 	}
@@ -235,11 +270,11 @@ func (w *writer) register(o *op) error {
 	seq := w.meta.seq + 1
 	exp := horizon.Nanos(r.Expires)
 	if existing {
-		if _, err := w.replace.Exec(seq, r.Record, exp, r.Namespace, p); err != nil {
+		if _, err := w.replace.Exec(seq, r.Record, exp, src, srcAddr, srcNet, r.Namespace, p); err != nil {
 			return err
 		}
 	} else {
-		if _, err := w.insert.Exec(seq, r.Namespace, p, r.Record, exp); err != nil {
+		if _, err := w.insert.Exec(seq, r.Namespace, p, r.Record, exp, src, srcAddr, srcNet); err != nil {
 			return err
 		}
 		var n int64
@@ -254,6 +289,15 @@ func (w *writer) register(o *op) error {
 	w.meta.seq = seq
 	o.seq = uint64(seq)
 	return nil
+}
+
+// isNewNamespace reports whether ns holds no row.
+func (w *writer) isNewNamespace(ns string) (bool, error) {
+	var n int
+	if err := w.nsExists.QueryRow(ns).Scan(&n); err != nil {
+		return false, err
+	}
+	return n == 0, nil
 }
 
 // sweepTo deletes at most limit rows expired at now, adding their number to

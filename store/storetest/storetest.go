@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -46,6 +47,15 @@ func Run(t *testing.T, open Opener) {
 		{"TotalLimit", testTotalLimit},
 		{"NamespaceLimit", testNamespaceLimit},
 		{"Stats", testStats},
+		{"SourceQuotas", testSourceQuotas},
+		{"SourceQuotaIgnoresExpiredAndUnregistered", testSourceQuotaIgnoresExpired},
+		{"SourceQuotaRefreshNeverRefused", testSourceQuotaRefresh},
+		{"SourceQuotaRefreshMovesSource", testSourceQuotaMoves},
+		{"NoSourceCountsInNoQuota", testNoSource},
+		{"SourceQuotaConcurrent", testSourceQuotaConcurrent},
+		{"CrowdedRefusesLargeSources", testCrowded},
+		{"CrowdedNamespaces", testCrowdedNamespaces},
+		{"RefreshWhenFullAndCrowded", testRefreshWhenFull},
 		{"ConcurrentRegistersChainComplete", testConcurrentChain},
 	}
 	for _, tc := range tests {
@@ -421,6 +431,289 @@ func testConcurrentChain(t *testing.T, s store.Store) {
 	for p, n := range seen {
 		if n != 1 {
 			t.Fatalf("the chain saw %s %d times", p, n)
+		}
+	}
+}
+
+func regFrom(ns string, p peer.ID, src string) store.Registration {
+	r := reg(ns, p, time.Hour)
+	if src != "" {
+		r.Source = netip.MustParseAddr(src)
+	}
+	return r
+}
+
+// wantQuota checks that err is the refusal of the quota of bits, family and
+// max.
+func wantQuota(t *testing.T, err error, bits int, ipv6 bool, max int) {
+	t.Helper()
+	var qe *store.QuotaError
+	if !errors.Is(err, store.ErrQuota) || !errors.As(err, &qe) {
+		t.Fatalf("got %v, want ErrQuota", err)
+	}
+	if qe.Bits != bits || qe.IPv6 != ipv6 || qe.Max != max {
+		t.Fatalf("got quota %+v, want /%d (IPv6 %v) of %d", *qe, bits, ipv6, max)
+	}
+}
+
+// testSourceQuotas fills each per-source quota from sources of one prefix,
+// then checks that one more from that prefix is refused, naming the quota,
+// and changes nothing, while a source of another prefix still registers.
+func testSourceQuotas(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i, tc := range []struct {
+		name   string
+		limits store.Limits
+		bits   int
+		ipv6   bool
+		fill   []string // sources that fill the quota of 3
+		more   string   // one more from the same prefix
+		other  string   // a source of another prefix
+	}{
+		{"IPv4 address", store.Limits{MaxPerIPv4Address: 3}, 32, false,
+			[]string{"192.0.2.1", "192.0.2.1", "::ffff:192.0.2.1"}, "192.0.2.1", "192.0.2.2"},
+		{"IPv4 /24", store.Limits{MaxPerIPv4Net: 3}, 24, false,
+			[]string{"198.51.100.1", "198.51.100.2", "198.51.100.3"}, "198.51.100.254", "198.51.101.1"},
+		{"IPv6 /64", store.Limits{MaxPerIPv6Subnet: 3}, 64, true,
+			[]string{"2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:1:ffff::3"}, "2001:db8:0:1::99", "2001:db8:0:2::1"},
+		{"IPv6 /48", store.Limits{MaxPerIPv6Net: 3}, 48, true,
+			[]string{"2001:db8:7:1::1", "2001:db8:7:2::1", "2001:db8:7:3::1"}, "2001:db8:7:ffff::1", "2001:db8:8::1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := fmt.Sprintf("ns%d", i)
+			for j, src := range tc.fill {
+				if _, err := s.Register(ctx, regFrom(ns, pid(j), src), tc.limits, epoch); err != nil {
+					t.Fatalf("registration %d of the quota: %v", j+1, err)
+				}
+			}
+			_, err := s.Register(ctx, regFrom(ns, pid(10), tc.more), tc.limits, epoch)
+			wantQuota(t, err, tc.bits, tc.ipv6, 3)
+			// Another namespace is no way round it.
+			_, err = s.Register(ctx, regFrom(ns+"-other", pid(10), tc.more), tc.limits, epoch)
+			wantQuota(t, err, tc.bits, tc.ipv6, 3)
+			if _, err := s.Register(ctx, regFrom(ns, pid(11), tc.other), tc.limits, epoch); err != nil {
+				t.Fatalf("a source of another prefix: %v", err)
+			}
+			wantKeys(t, discover(t, s, ns, 0, 10, epoch),
+				ns+"/"+string(pid(0)), ns+"/"+string(pid(1)), ns+"/"+string(pid(2)), ns+"/"+string(pid(11)))
+		})
+	}
+}
+
+func testSourceQuotaIgnoresExpired(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	limits := store.Limits{MaxPerIPv4Net: 2}
+	if _, err := s.Register(ctx, regFrom("a", pid(1), "203.0.113.1"), limits, epoch); err != nil {
+		t.Fatal(err)
+	}
+	short := regFrom("a", pid(2), "203.0.113.2")
+	short.Expires = epoch.Add(time.Minute)
+	if _, err := s.Register(ctx, short, limits, epoch); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Register(ctx, regFrom("a", pid(3), "203.0.113.3"), limits, epoch)
+	wantQuota(t, err, 24, false, 2)
+	later := epoch.Add(2 * time.Minute)
+	if _, err := s.Register(ctx, regFrom("a", pid(3), "203.0.113.3"), limits, later); err != nil {
+		t.Fatalf("after one of the source's registrations expired: %v", err)
+	}
+	_, err = s.Register(ctx, regFrom("a", pid(4), "203.0.113.4"), limits, later)
+	wantQuota(t, err, 24, false, 2)
+	if err := s.Unregister(ctx, "a", pid(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(ctx, regFrom("a", pid(4), "203.0.113.4"), limits, later); err != nil {
+		t.Fatalf("after one of the source's registrations was removed: %v", err)
+	}
+}
+
+// testSourceQuotaRefresh: a live registration is refreshed at the quota,
+// from the same source or from one whose quota is full.
+func testSourceQuotaRefresh(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	limits := store.Limits{MaxPerIPv4Address: 2, MaxPerIPv4Net: 3, MaxPerIPv6Subnet: 2, MaxPerIPv6Net: 3, MaxRegistrationsPerPeer: 2}
+	for i, src := range []string{"192.0.2.1", "192.0.2.1", "192.0.2.2"} {
+		if _, err := s.Register(ctx, regFrom("ns", pid(i), src), limits, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		if _, err := s.Register(ctx, regFrom("ns6", pid(10+i), "2001:db8::1"), limits, epoch); i < 2 && err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 3 {
+		for i, src := range []string{"192.0.2.1", "192.0.2.1", "192.0.2.2"} {
+			r := regFrom("ns", pid(i), src)
+			r.Expires = epoch.Add(time.Duration(2+round) * time.Hour)
+			if _, err := s.Register(ctx, r, limits, epoch.Add(time.Duration(round)*time.Minute)); err != nil {
+				t.Fatalf("refresh %d of %s at the quota: %v", round, pid(i), err)
+			}
+		}
+	}
+	// From a source whose own quota is full too.
+	if _, err := s.Register(ctx, regFrom("ns", pid(0), "2001:db8::1"), limits, epoch); err != nil {
+		t.Fatalf("refresh from a full source: %v", err)
+	}
+	if _, err := s.Register(ctx, regFrom("ns6", pid(10), "192.0.2.1"), limits, epoch); err != nil {
+		t.Fatalf("refresh from a full source: %v", err)
+	}
+}
+
+// testSourceQuotaMoves: a refresh from another source counts there from
+// then on, and no longer at the old one.
+func testSourceQuotaMoves(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	limits := store.Limits{MaxPerIPv4Address: 1}
+	if _, err := s.Register(ctx, regFrom("ns", pid(1), "192.0.2.1"), limits, epoch); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Register(ctx, regFrom("ns", pid(2), "192.0.2.1"), limits, epoch)
+	wantQuota(t, err, 32, false, 1)
+	if _, err := s.Register(ctx, regFrom("ns", pid(1), "192.0.2.9"), limits, epoch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(ctx, regFrom("ns", pid(2), "192.0.2.1"), limits, epoch); err != nil {
+		t.Fatalf("the old source after its registration moved: %v", err)
+	}
+	_, err = s.Register(ctx, regFrom("other", pid(3), "192.0.2.9"), limits, epoch)
+	wantQuota(t, err, 32, false, 1)
+}
+
+func testNoSource(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	limits := store.Limits{MaxPerIPv4Address: 1, MaxPerIPv4Net: 1, MaxPerIPv6Subnet: 1, MaxPerIPv6Net: 1, CrowdedRegistrations: 1, CrowdedShare: 1}
+	for i := range 5 {
+		if _, err := s.Register(ctx, regFrom("ns", pid(i), ""), limits, epoch); err != nil {
+			t.Fatalf("registration %d without a source: %v", i+1, err)
+		}
+	}
+	// They count in no prefix.
+	if _, err := s.Register(ctx, regFrom("ns", pid(9), "0.0.0.0"), limits, epoch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testSourceQuotaConcurrent: registrations racing from one source get no
+// more than the quota.
+func testSourceQuotaConcurrent(t *testing.T, s store.Store) {
+	const quota, tries = 7, 40
+	ctx := context.Background()
+	limits := store.Limits{MaxPerIPv6Net: quota}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, refused := 0, 0
+	for i := range tries {
+		wg.Go(func() {
+			src := fmt.Sprintf("2001:db8:5:%x::1", i)
+			_, err := s.Register(ctx, regFrom(fmt.Sprintf("ns%d", i%3), pid(i), src), limits, epoch)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, store.ErrQuota):
+				refused++
+			default:
+				t.Errorf("registration %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != quota || refused != tries-quota {
+		t.Fatalf("%d accepted and %d refused, want %d and %d", ok, refused, quota, tries-quota)
+	}
+	st, err := s.Stats(ctx, epoch)
+	if err != nil || st.Registrations != quota {
+		t.Fatalf("stats %+v, %v: want %d registrations", st, err, quota)
+	}
+}
+
+// testCrowded: once the store holds CrowdedRegistrations, a network holding
+// its share gets no new registration; smaller ones, and refreshes, still do.
+func testCrowded(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	limits := store.Limits{MaxRegistrations: 10, CrowdedRegistrations: 6, CrowdedShare: 3}
+	big, small := "198.51.100.%d", "203.0.113.%d"
+	for i := range 4 { // below the threshold, any source registers
+		if _, err := s.Register(ctx, regFrom("ns", pid(i), fmt.Sprintf(big, i)), limits, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 {
+		if _, err := s.Register(ctx, regFrom("ns", pid(10+i), fmt.Sprintf(small, i)), limits, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Register(ctx, regFrom("ns", pid(4), fmt.Sprintf(big, 4)), limits, epoch); !errors.Is(err, store.ErrCrowded) {
+		t.Fatalf("new registration of a large source when crowded: %v, want ErrCrowded", err)
+	}
+	if _, err := s.Register(ctx, regFrom("ns", pid(12), fmt.Sprintf(small, 2)), limits, epoch); err != nil {
+		t.Fatalf("new registration of a small source when crowded: %v", err)
+	}
+	if _, err := s.Register(ctx, regFrom("ns", pid(20), "2001:db8::1"), limits, epoch); err != nil {
+		t.Fatalf("new registration of a new source when crowded: %v", err)
+	}
+	if _, err := s.Register(ctx, regFrom("ns", pid(0), fmt.Sprintf(big, 0)), limits, epoch); err != nil {
+		t.Fatalf("refresh of a large source when crowded: %v", err)
+	}
+	// The small source now holds its share too.
+	if _, err := s.Register(ctx, regFrom("ns", pid(13), fmt.Sprintf(small, 3)), limits, epoch); !errors.Is(err, store.ErrCrowded) {
+		t.Fatalf("small source at its share: %v, want ErrCrowded", err)
+	}
+	// Below the threshold again (expired), the large source registers.
+	later := epoch.Add(2 * time.Hour)
+	if _, err := s.Register(ctx, regFrom("ns", pid(4), fmt.Sprintf(big, 4)), limits, later); err != nil {
+		t.Fatalf("after everything expired: %v", err)
+	}
+}
+
+// testCrowdedNamespaces: once the store holds CrowdedNamespaces, a network
+// holding its share opens no new namespace, but joins existing ones.
+func testCrowdedNamespaces(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	limits := store.Limits{CrowdedNamespaces: 2, CrowdedShare: 1}
+	if _, err := s.Register(ctx, regFrom("a", pid(1), "192.0.2.1"), limits, epoch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(ctx, regFrom("b", pid(2), "198.51.100.1"), limits, epoch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(ctx, regFrom("c", pid(3), "192.0.2.7"), limits, epoch); !errors.Is(err, store.ErrCrowded) {
+		t.Fatalf("new namespace from a source holding its share: %v, want ErrCrowded", err)
+	}
+	if _, err := s.Register(ctx, regFrom("b", pid(3), "192.0.2.7"), limits, epoch); err != nil {
+		t.Fatalf("existing namespace from a source holding its share: %v", err)
+	}
+	if _, err := s.Register(ctx, regFrom("c", pid(4), "203.0.113.1"), limits, epoch); err != nil {
+		t.Fatalf("new namespace from a new source: %v", err)
+	}
+}
+
+// testRefreshWhenFull: a point at every limit at once still refreshes what
+// it holds.
+func testRefreshWhenFull(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	limits := store.Limits{
+		MaxRegistrationsPerPeer: 2, MaxRegistrations: 4, MaxNamespaces: 2,
+		MaxPerIPv4Address: 2, MaxPerIPv4Net: 2, CrowdedRegistrations: 1, CrowdedNamespaces: 1, CrowdedShare: 1,
+	}
+	regs := []store.Registration{
+		regFrom("a", pid(1), "192.0.2.1"), regFrom("b", pid(1), "192.0.2.1"),
+		regFrom("a", pid(2), "198.51.100.1"), regFrom("b", pid(2), "198.51.100.1"),
+	}
+	for _, r := range regs {
+		mustRegister(t, s, r)
+	}
+	if _, err := s.Register(ctx, regFrom("a", pid(3), "203.0.113.1"), limits, epoch); !errors.Is(err, store.ErrFull) {
+		t.Fatalf("new registration when full: %v, want ErrFull", err)
+	}
+	for round := range 3 {
+		for _, r := range regs {
+			r.Expires = epoch.Add(time.Duration(2+round) * time.Hour)
+			if _, err := s.Register(ctx, r, limits, epoch.Add(time.Duration(round)*time.Second)); err != nil {
+				t.Fatalf("refresh %d of %s/%s when full: %v", round, r.Namespace, r.Peer, err)
+			}
 		}
 	}
 }
