@@ -218,6 +218,8 @@ func (m nimTracer) RequestHandled(typ pb.Message_MessageType, _ rendezvous.Statu
 
 func (nimTracer) StoreStats(store.Stats) {}
 
+func (nimTracer) RequestRefused(pb.Message_MessageType, server.Refusal) {}
+
 // waitHandled waits until our point has handled a request of type typ.
 func (m nimTracer) waitHandled(t *testing.T, typ pb.Message_MessageType) {
 	t.Helper()
