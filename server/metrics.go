@@ -40,6 +40,7 @@ const (
 	RefusedPeer       Refusal = "peer"          // MaxRegistrationsPerPeer
 	RefusedFull       Refusal = "full"          // MaxRegistrations, MaxNamespaces
 	RefusedACL        Refusal = "acl"           // the ACLFilter
+	RefusedStore      Refusal = "store"         // the store failed or could not be reached
 )
 
 const metricNamespace = "libp2p_rendezvous"

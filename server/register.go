@@ -65,7 +65,9 @@ func (s *Server) register(ctx context.Context, r Request, req *pb.Message_Regist
 	if trusted {
 		reg.Source = netip.Addr{}
 	}
-	if _, err := s.store.Register(ctx, reg, s.rc.storeLimits(trusted), now); err != nil {
+	_, err = s.store.Register(ctx, reg, s.rc.storeLimits(trusted), now)
+	s.wrote(err)
+	if err != nil {
 		return 0, s.storeError(pb.Message_REGISTER, err)
 	}
 	return ttl, nil

@@ -101,6 +101,10 @@ type Resources struct {
 	// and handling it, store calls and writing the response included.
 	// Default 10 s.
 	RequestTimeout time.Duration
+	// FaultLogInterval is the least time between two log lines about the
+	// same store fault (a full disk, a database gone); the next line says
+	// how many were held back. Default 10 s.
+	FaultLogInterval time.Duration
 	// RecordCacheSize bounds the peers whose last verified signed peer
 	// record the point remembers, so that a refresh with the same record
 	// skips the signature check; 0 remembers none. About 100 bytes plus
@@ -130,6 +134,7 @@ const (
 	DefaultRequestTimeout          = 10 * time.Second
 	DefaultStatsInterval           = 15 * time.Second
 	DefaultRecordCacheSize         = 1 << 16
+	DefaultFaultLogInterval        = 10 * time.Second
 )
 
 // Default rates of Resources.
@@ -180,6 +185,7 @@ func DefaultResources() Resources {
 		RequestTimeout:          DefaultRequestTimeout,
 		StatsInterval:           DefaultStatsInterval,
 		RecordCacheSize:         DefaultRecordCacheSize,
+		FaultLogInterval:        DefaultFaultLogInterval,
 	}
 }
 
@@ -233,6 +239,8 @@ func (r Resources) Validate() error {
 		return fmt.Errorf("request size limit %d cannot hold a %d-byte record", r.MaxRequestSize, r.MaxRecordSize)
 	case r.MaxDiscoverResponseSize < r.MaxRecordSize+registrationOverhead+responseOverhead:
 		return fmt.Errorf("discover response size limit %d cannot hold a %d-byte record", r.MaxDiscoverResponseSize, r.MaxRecordSize)
+	case r.FaultLogInterval < 0:
+		return fmt.Errorf("fault log interval must not be negative")
 	case r.RecordCacheSize < 0:
 		return fmt.Errorf("record cache size must not be negative")
 	case r.IdleTimeout <= 0 || r.RequestTimeout <= 0 || r.StatsInterval <= 0:

@@ -72,6 +72,8 @@ type Server struct {
 	now       func() time.Time
 	protocols []protocol.ID
 	records   *recordCache
+	health    storeHealth
+	faultLogs *logLimiter
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -112,6 +114,7 @@ func New(h host.Host, st store.Store, opts ...Option) (*Server, error) {
 		return nil, errors.New("rendezvous server: no protocol to serve")
 	}
 	s.ttl = s.rc.TTLPolicy()
+	s.faultLogs = newLogLimiter(s.rc.FaultLogInterval)
 	var err error
 	if s.records, err = newRecordCache(s.rc.RecordCacheSize); err != nil {
 		return nil, fmt.Errorf("rendezvous server: %w", err)
@@ -368,11 +371,34 @@ func (s *Server) storeError(t pb.Message_MessageType, err error) *rendezvous.Err
 		s.refused(t, RefusedFull)
 		return rendezvous.Errorf(rendezvous.StatusUnavailable, "point is full")
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		s.log.Warn("store unavailable", "op", t.String(), "err", err)
+		s.refused(t, RefusedStore)
+		s.faultLogs.log(s.log, slog.LevelWarn, "unavailable "+t.String(), "store unavailable", s.now(), "op", t.String(), "err", err)
 		return rendezvous.Errorf(rendezvous.StatusUnavailable, "store unavailable")
 	default:
-		s.log.Error("store failed", "op", t.String(), "err", err)
+		s.refused(t, RefusedStore)
+		s.faultLogs.log(s.log, slog.LevelError, "failed "+t.String(), "store failed", s.now(), "op", t.String(), "err", err)
 		return rendezvous.Errorf(rendezvous.StatusInternalError, "internal error")
+	}
+}
+
+// storeFault reports whether err, from a store call, is the store's own
+// failure rather than a refusal on a limit.
+func storeFault(err error) bool {
+	var qe *store.QuotaError
+	switch {
+	case err == nil, errors.As(err, &qe), errors.Is(err, store.ErrCrowded),
+		errors.Is(err, store.ErrPeerLimit), errors.Is(err, store.ErrFull):
+		return false
+	}
+	return true
+}
+
+// wrote records the outcome of a write to the store for Healthy.
+func (s *Server) wrote(err error) {
+	if storeFault(err) {
+		s.health.wrote(err, s.now())
+	} else {
+		s.health.wrote(nil, s.now())
 	}
 }
 

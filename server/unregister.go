@@ -16,7 +16,9 @@ func (s *Server) handleUnregister(ctx context.Context, remote peer.ID, req *pb.M
 	if err := rendezvous.ValidateNamespace(ns); err != nil {
 		return rendezvous.StatusOf(err)
 	}
-	if err := s.store.Unregister(ctx, ns, remote); err != nil {
+	err := s.store.Unregister(ctx, ns, remote)
+	s.wrote(err)
+	if err != nil {
 		return s.storeError(pb.Message_UNREGISTER, err).Status
 	}
 	return rendezvous.StatusOK

@@ -106,6 +106,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&r.IdleTimeout, "idle-timeout", r.IdleTimeout, "wait for the next request on a stream")
 	fs.DurationVar(&r.RequestTimeout, "request-timeout", r.RequestTimeout, "time to handle one request")
 	fs.DurationVar(&r.StatsInterval, "stats-interval", r.StatsInterval, "how often the store's counts are exported")
+	fs.DurationVar(&r.FaultLogInterval, "fault-log-interval", r.FaultLogInterval, "least time between two log lines about the same store fault")
 	fs.IntVar(&r.RecordCacheSize, "record-cache-size", r.RecordCacheSize, "peers whose last verified record is remembered, so a refresh skips the signature check (0: none)")
 	c.limits.flags(fs)
 }
@@ -253,7 +254,7 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 
 	var ready atomic.Bool
 	if cfg.metricsAddr != "" {
-		stopHTTP, err := serveHTTP(cfg.metricsAddr, reg, st, &ready, log)
+		stopHTTP, err := serveHTTP(cfg.metricsAddr, reg, st, srv.Healthy, &ready, log)
 		if err != nil {
 			return nil, err
 		}
@@ -317,8 +318,9 @@ func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (ho
 }
 
 // serveHTTP serves /metrics, /healthz (the process is up) and /readyz (the
-// point is serving and its store answers) on addr.
-func serveHTTP(addr string, reg *prometheus.Registry, st store.Store, ready *atomic.Bool, log *slog.Logger) (func(), error) {
+// point is serving, its store answers and does not fail its writes) on
+// addr.
+func serveHTTP(addr string, reg *prometheus.Registry, st store.Store, healthy func() error, ready *atomic.Bool, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -337,6 +339,10 @@ func serveHTTP(addr string, reg *prometheus.Registry, st store.Store, ready *ato
 		defer cancel()
 		if _, err := st.Stats(ctx, time.Now()); err != nil {
 			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		if err := healthy(); err != nil {
+			http.Error(w, "store failing writes", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

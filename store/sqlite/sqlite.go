@@ -459,7 +459,7 @@ func (s *Store) wrap(err error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	return fmt.Errorf("sqlite: %w", err)
+	return wrapErr(err)
 }
 
 // submit hands o to the writer and waits for its result.

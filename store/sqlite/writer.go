@@ -117,7 +117,7 @@ func (w *writer) run(batch []*op) {
 		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
 		for _, o := range batch {
 			if o.err == nil {
-				o.err = fmt.Errorf("sqlite: %w", err)
+				o.err = wrapErr(err)
 			}
 			o.seq = 0
 			close(o.done)
