@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"errors"
+	"os"
 	"fmt"
 	"runtime"
 	"testing"
@@ -173,5 +175,26 @@ func TestWaitingStreamHoldsNoRequestBuffer(t *testing.T) {
 	})
 	if streams != len(open) || reserved != 0 {
 		t.Fatalf("service scope: %d inbound streams holding %d bytes, want %d holding 0", streams, reserved, len(open))
+	}
+}
+
+// A request that trickles in is cut off by the request timeout, counted
+// from its length prefix, however long the idle timeout is.
+func TestTricklingRequestIsCutOff(t *testing.T) {
+	rc := server.DefaultResources()
+	rc.IdleTimeout, rc.RequestTimeout = time.Hour, 300*time.Millisecond
+	p := newPoint(t, server.WithResources(rc))
+	s := newPeer(t, p).open()
+	start := time.Now()
+	if _, err := s.s.Write([]byte{100, 0x08, 0x03}); err != nil { // a 100-byte request, 2 bytes of it
+		t.Fatal(err)
+	}
+	_ = s.s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := s.s.Read(make([]byte, 1))
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on a trickling request: %v, want the point to reset the stream", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the point cut the stream off after %v, want about the request timeout", d)
 	}
 }
