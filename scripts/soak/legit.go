@@ -48,6 +48,7 @@ const legitNamespace = "soak-legit"
 // failures.
 type latencies struct {
 	mu     sync.Mutex
+	conns  [nPhases]int // connections the legitimate peers opened to the point
 	times  [nPhases]map[string][]time.Duration
 	failed [nPhases]map[string]int
 	first  [nPhases]map[string]string // the first failure of each type
@@ -93,6 +94,18 @@ func (l *latencies) summary(p phase, typ string) string {
 	return s
 }
 
+func (l *latencies) connected(p phase) {
+	l.mu.Lock()
+	l.conns[p]++
+	l.mu.Unlock()
+}
+
+func (l *latencies) connections(p phase) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conns[p]
+}
+
 func (l *latencies) failures() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -122,8 +135,8 @@ type legitPeer struct {
 }
 
 // startLegit connects n legitimate peers to the point, the i-th from
-// 127.30.0.(i+1).
-func startLegit(ctx context.Context, point *peer.AddrInfo, n int) ([]*legitPeer, error) {
+// 127.30.0.(i+1), and counts in lat each connection they open to it.
+func startLegit(ctx context.Context, point *peer.AddrInfo, n int, clk *clock, lat *latencies) ([]*legitPeer, error) {
 	var peers []*legitPeer
 	for i := range n {
 		ip := sourceIP(30, i).String()
@@ -136,6 +149,11 @@ func startLegit(ctx context.Context, point *peer.AddrInfo, n int) ([]*legitPeer,
 		}
 		lp := &legitPeer{host: h, ip: ip}
 		peers = append(peers, lp)
+		h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+			if c.RemotePeer() == point.ID {
+				lat.connected(clk.now())
+			}
+		}})
 		h.Peerstore().AddAddrs(point.ID, point.Addrs, peerstore.PermanentAddrTTL)
 		if err := h.Connect(ctx, *point); err != nil {
 			return peers, fmt.Errorf("legitimate peer %s: connecting: %w", ip, err)

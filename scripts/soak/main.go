@@ -189,7 +189,7 @@ func run(ctx context.Context, cfg config) (int, error) {
 	// The legitimate peers run through every phase.
 	var clk clock
 	lat := newLatencies()
-	peers, err := startLegit(ctx, point, cfg.legitPeers)
+	peers, err := startLegit(ctx, point, cfg.legitPeers, &clk, lat)
 	defer func() {
 		for _, lp := range peers {
 			lp.close()
@@ -329,13 +329,14 @@ func report(cfg config, bounds [nPhases + 1]sample, samples []sample, lat *laten
 		for _, typ := range []string{"REGISTER", "DISCOVER"} {
 			fmt.Printf("  legitimate %s\n", lat.summary(p, typ))
 		}
+		fmt.Printf("  legitimate peers connected to the point %d times\n", lat.connections(p))
 	}
 	fmt.Println()
 	fmt.Println("abuse (DURING):")
 	for _, ab := range abs {
 		fmt.Printf("  %s (%s):\n", ab.name, ab.sources)
 		lines := ab.tally.lines()
-		const most = 10
+		const most = 20
 		for i, l := range lines {
 			if i == most {
 				fmt.Printf("    ... %d more\n", len(lines)-most)

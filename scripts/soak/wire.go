@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -193,6 +195,10 @@ func ended(err error) string {
 		return "closed by the point"
 	case errors.Is(err, network.ErrReset):
 		return "reset"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, net.ErrClosed), strings.Contains(err.Error(), "session shutdown"):
+		return "connection closed"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timed out"
 	}
