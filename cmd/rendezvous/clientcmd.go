@@ -234,7 +234,8 @@ func discoverCmd(args []string, stdout, stderr io.Writer) int {
 			return nil
 		})
 		prog.done(pages, found)
-		if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The stream's deadline may fire a little before the context's.
+		if dl, ok := ctx.Deadline(); ok && err != nil && !time.Now().Before(dl) {
 			return fmt.Errorf("--deadline reached: %w", err)
 		}
 		return err
