@@ -79,9 +79,11 @@ func openRegistration(point peer.ID, ns string, reg *pb.Message_Register) (Regis
 	if err != nil {
 		return Registration{}, false // a point must not make us trust a forged record
 	}
-	ttl := time.Duration(reg.GetTtl()) * time.Second
-	if reg.Ttl == nil || ttl == 0 {
-		ttl = rendezvous.DefaultTTL // absent means the protocol's default
+	// Absent means the protocol's default; 0 means under a second is left
+	// (nim-libp2p truncates the remaining TTL to whole seconds).
+	ttl := rendezvous.DefaultTTL
+	if reg.Ttl != nil {
+		ttl = time.Duration(reg.GetTtl()) * time.Second
 	}
 	return Registration{
 		Namespace: regNS,
