@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -402,5 +403,36 @@ func TestLoopbackExemptUnlessLimited(t *testing.T) {
 	}
 	if n := connsFrom(p, "127.1.0.0/24"); n != 3 {
 		t.Fatalf("%d connections from loopback, want 3", n)
+	}
+}
+
+// A connection that carries a short stream now and then is busy, not idle,
+// even if the sweep never catches it holding one: it is not closed between
+// requests.
+func TestBusyConnectionIsNotClosedAsIdle(t *testing.T) {
+	const idle = time.Second
+	_, pt := startLimitedPoint(t, func(l *Limits) { l.IdleConnTimeout = idle })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h := sourceHost(t, honestIP)
+	var connected atomic.Int32
+	h.Network().Notify(&network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) { connected.Add(1) }})
+	if err := connect(ctx, t, h, pt, honestIP); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pace := time.NewTicker(idle / 5)
+	defer pace.Stop()
+	for i := range 20 { // four idle timeouts
+		if _, _, err := c.DiscoverAt(ctx, pt.ID, "busy", 1, nil); err != nil {
+			t.Fatalf("discover %d: %v", i, err)
+		}
+		<-pace.C
+	}
+	if n := connected.Load(); n != 1 {
+		t.Fatalf("the client connected %d times, want once: the point closed a busy connection", n)
 	}
 }

@@ -58,11 +58,45 @@ func (s *negotiatingStream) SetDeadline(t time.Time) error {
 	return s.Stream.SetDeadline(t)
 }
 
-// closeIdleConns closes, until ctx is done, the inbound connections of h
-// that carry no stream for timeout: each is closed between timeout and
-// 1.25 × timeout after its last stream ended (or it was opened).
-func closeIdleConns(ctx context.Context, h host.Host, timeout time.Duration) {
-	interval := min(max(timeout/4, 50*time.Millisecond), 15*time.Second)
+// idleConns closes the inbound connections of a host that carry no stream
+// for a while. A connection is busy while it holds a stream and for the
+// timeout after its last inbound stream began: a client that opens a short
+// stream per request is seldom caught holding one, and must not be closed
+// between two requests.
+type idleConns struct {
+	h       host.Host
+	timeout time.Duration
+
+	mu         sync.Mutex
+	lastStream map[network.Conn]time.Time
+}
+
+// watchIdleConns starts noting when each inbound stream of h begins; run
+// closes the idle connections.
+func watchIdleConns(h host.Host, timeout time.Duration) (*idleConns, error) {
+	ic := &idleConns{h: h, timeout: timeout, lastStream: make(map[network.Conn]time.Time)}
+	sw, ok := h.Network().(interface{ StreamHandler() network.StreamHandler })
+	if !ok {
+		return nil, errors.New("the host's network does not expose its stream handler")
+	}
+	next := sw.StreamHandler()
+	if next == nil {
+		return nil, errors.New("the host has no stream handler")
+	}
+	h.Network().SetStreamHandler(func(s network.Stream) {
+		ic.mu.Lock()
+		ic.lastStream[s.Conn()] = time.Now()
+		ic.mu.Unlock()
+		next(s)
+	})
+	return ic, nil
+}
+
+// run closes, until ctx is done, the inbound connections that carry no
+// stream and began none for the timeout: each is closed between timeout
+// and 1.25 × timeout after its last stream began (or it was opened).
+func (ic *idleConns) run(ctx context.Context) {
+	interval := min(max(ic.timeout/4, 50*time.Millisecond), 15*time.Second)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	idleSince := make(map[network.Conn]time.Time)
@@ -73,8 +107,12 @@ func closeIdleConns(ctx context.Context, h host.Host, timeout time.Duration) {
 		case <-t.C:
 		}
 		now := time.Now()
+		conns := ic.h.Network().Conns()
+		open := make(map[network.Conn]bool, len(conns))
 		still := make(map[network.Conn]time.Time, len(idleSince))
-		for _, c := range h.Network().Conns() {
+		ic.mu.Lock()
+		for _, c := range conns {
+			open[c] = true
 			if c.Stat().Direction != network.DirInbound || len(c.GetStreams()) > 0 {
 				continue
 			}
@@ -82,12 +120,21 @@ func closeIdleConns(ctx context.Context, h host.Host, timeout time.Duration) {
 			if !ok {
 				since = now
 			}
-			if now.Sub(since) >= timeout {
+			if last := ic.lastStream[c]; last.After(since) {
+				since = last
+			}
+			if now.Sub(since) >= ic.timeout {
 				_ = c.Close()
 				continue
 			}
 			still[c] = since
 		}
+		for c := range ic.lastStream {
+			if !open[c] {
+				delete(ic.lastStream, c)
+			}
+		}
+		ic.mu.Unlock()
 		idleSince = still
 	}
 }

@@ -226,11 +226,15 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { _ = h.Close() })
+	idle, err := watchIdleConns(h, cfg.limits.IdleConnTimeout)
+	if err != nil {
+		return nil, err
+	}
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	swept := make(chan struct{})
 	go func() {
 		defer close(swept)
-		closeIdleConns(sweepCtx, h, cfg.limits.IdleConnTimeout)
+		idle.run(sweepCtx)
 	}()
 	closers = append(closers, func() { stopSweep(); <-swept })
 
