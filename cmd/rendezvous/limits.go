@@ -87,9 +87,10 @@ type Limits struct {
 	// Default 5 s.
 	NegotiationTimeout time.Duration
 
-	// LimitLoopback applies the per-source limits and connection rates to
-	// 127.0.0.0/8 and ::1 too. go-libp2p exempts loopback from its per-IP
-	// connection limits and rates, and so does serve unless told. Default
+	// LimitLoopback applies the per-source limits and connection rates, and
+	// the point's registration quotas and request rates, to 127.0.0.0/8 and
+	// ::1 too. go-libp2p exempts loopback from its per-IP connection limits
+	// and rates, and so does serve, from all of them, unless told. Default
 	// false.
 	LimitLoopback bool
 }
@@ -237,7 +238,7 @@ func (l *Limits) flags(fs *flag.FlagSet) {
 	fs.IntVar(&l.NegotiatingPerIP, "max-negotiating-per-ip", l.NegotiatingPerIP, "negotiating streams from one IPv4 address or IPv6 /64")
 	fs.IntVar(&l.NegotiatingPerSubnet, "max-negotiating-per-subnet", l.NegotiatingPerSubnet, "negotiating streams from one IPv4 /24 or IPv6 /48")
 	fs.DurationVar(&l.NegotiationTimeout, "negotiation-timeout", l.NegotiationTimeout, "reset an inbound stream that has not agreed on a protocol by then")
-	fs.BoolVar(&l.LimitLoopback, "limit-loopback", l.LimitLoopback, "apply the per-source limits and rates to 127.0.0.0/8 and ::1 too")
+	fs.BoolVar(&l.LimitLoopback, "limit-loopback", l.LimitLoopback, "apply the per-source limits, rates and registration quotas to 127.0.0.0/8 and ::1 too (exempt by default)")
 }
 
 // Peers open a few streams of other protocols besides rendezvous ones

@@ -188,6 +188,11 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if !cfg.limits.LimitLoopback {
+		// Loopback is exempt from every per-source limit, as go-libp2p
+		// exempts it from its per-IP connection limits.
+		allow.Prefixes = append(allow.Prefixes, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+	}
 	if cfg.identity == "" {
 		cfg.identity = filepath.Join(cfg.dataDir, "identity.key")
 	}
