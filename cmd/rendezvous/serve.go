@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,6 +46,7 @@ const DefaultDataDir = "rendezvous-data"
 type serveConfig struct {
 	config      string
 	listen      stringList
+	announce    stringList
 	identity    string
 	dataDir     string
 	store       string
@@ -64,10 +66,11 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	r := &c.resources
 	fs.StringVar(&c.config, "config", "", "JSON file of settings, keyed by flag name (env "+envName("config")+")")
 	fs.Var(&c.listen, "listen", "multiaddr to listen on (repeatable; default "+strings.Join(DefaultListen, ", ")+")")
-	fs.StringVar(&c.dataDir, "data-dir", DefaultDataDir, "directory of the identity and the embedded store")
+	fs.Var(&c.announce, "announce", "multiaddr to print and give peers in identify instead of the listen addresses, such as a public IP or DNS name in front of a NAT or a container (repeatable; certhashes are added to WebTransport and WebRTC-direct ones)")
+	fs.StringVar(&c.dataDir, "data-dir", DefaultDataDir, "directory of the identity and the embedded store, used by one serve at a time")
 	fs.StringVar(&c.identity, "identity", "", "private key file, created (mode 0600) when missing (default DATA-DIR/identity.key)")
 	fs.StringVar(&c.store, "store", "embedded", "where registrations are kept: embedded (in DATA-DIR), memory, or a postgres:// URL")
-	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of `rendezvous bench --workload echo`")
+	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of 'rendezvous bench --workload echo'")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "HTTP address serving /metrics, /healthz and /readyz (off if empty)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -140,6 +143,9 @@ func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.
 	for _, a := range p.host.Addrs() {
 		fmt.Fprintf(stdout, "%s/p2p/%s\n", a, p.host.ID())
 	}
+	if len(cfg.announce.values) > 0 {
+		log.Info("announcing instead of the listen addresses", "listen", p.host.Network().ListenAddresses())
+	}
 	log.Info("rendezvous point ready", "peer", p.host.ID(), "store", redactStore(cfg.store))
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -163,15 +169,13 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 	if err := cfg.limits.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.identity == "" {
-		cfg.identity = filepath.Join(cfg.dataDir, "identity.key")
-	}
-	key, err := identity.LoadOrCreate(cfg.identity)
+	announce, err := parseAddrs(cfg.announce.values)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--announce: %w", err)
 	}
 	// Closers run last first: the endpoints stop, then the point finishes
-	// the requests in flight, then the host and the store close.
+	// the requests in flight, then the host and the store close, and the
+	// data directory is let go.
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -183,6 +187,18 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 			closeAll()
 		}
 	}()
+	release, err := openDataDir(cfg.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, release)
+	if cfg.identity == "" {
+		cfg.identity = filepath.Join(cfg.dataDir, "identity.key")
+	}
+	key, err := identity.LoadOrCreate(cfg.identity)
+	if err != nil {
+		return nil, err
+	}
 
 	st, err := openStore(context.Background(), cfg.store, cfg.dataDir)
 	if err != nil {
@@ -196,7 +212,7 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h, err := newHost(cfg, key, reg)
+	h, err := newHost(cfg, key, announce, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -239,10 +255,12 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 	return &point{host: h, reg: reg, close: closeAll}, nil
 }
 
-// newHost builds the point's host: cfg's listen addresses, its limits in
+// newHost builds the point's host: cfg's listen addresses (on every
+// transport go-libp2p has by default: TCP, QUIC, WebSocket, WebTransport and
+// WebRTC-direct), the addresses it announces instead if any, its limits in
 // the resource manager, the connection manager and the negotiation
 // timeout.
-func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
+func newHost(cfg serveConfig, key crypto.PrivKey, announce []ma.Multiaddr, reg prometheus.Registerer) (host.Host, error) {
 	mgr, err := newResourceManager(cfg.limits, reg)
 	if err != nil {
 		return nil, err
@@ -253,13 +271,17 @@ func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (ho
 		_ = mgr.Close()
 		return nil, err
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(cfg.listen.values...),
 		libp2p.ResourceManager(mgr),
 		libp2p.ConnectionManager(cm),
 		libp2p.PrometheusRegisterer(reg),
-	)
+	}
+	if len(announce) > 0 {
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		_ = mgr.Close()
 		return nil, err
