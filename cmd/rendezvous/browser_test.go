@@ -80,7 +80,7 @@ func webPage(t *testing.T) string {
 }
 
 // browserPoint starts serve's point on the three browser transports of
-// 127.0.0.1 with a short minimum TTL, and returns its full addresses by
+// 127.0.0.1 (and QUIC) with a short minimum TTL, and returns its full addresses by
 // transport: "ws", "webtransport", "webrtc-direct".
 func browserPoint(t *testing.T) map[string]ma.Multiaddr {
 	t.Helper()
@@ -89,10 +89,14 @@ func browserPoint(t *testing.T) map[string]ma.Multiaddr {
 	cfg.store = "memory"
 	cfg.dataDir = t.TempDir()
 	cfg.resources.MinTTL = browserMinTTL
+	// WebTransport and WebRTC-direct share one UDP port, with QUIC, as in
+	// the container image.
+	udp := freePorts(t, "udp", 1)[0]
 	cfg.listen.values = []string{
 		"/ip4/127.0.0.1/tcp/0/ws",
-		"/ip4/127.0.0.1/udp/0/quic-v1/webtransport",
-		"/ip4/127.0.0.1/udp/0/webrtc-direct",
+		fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", udp),
+		fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1/webtransport", udp),
+		fmt.Sprintf("/ip4/127.0.0.1/udp/%d/webrtc-direct", udp),
 	}
 	p, err := startPoint(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

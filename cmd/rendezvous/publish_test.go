@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,4 +238,78 @@ func TestServeAnnouncesTheAddressesItIsGiven(t *testing.T) {
 		}
 	}
 	stopServe(t, d)
+}
+
+// TestServeAsTheImageUser runs serve as uid 65532, the image's nonroot user,
+// the way the container does: on a data directory root owns (what a new
+// volume over a missing /data was), then on one that user owns (what the
+// image ships). It needs root, to start a process as another user.
+func TestServeAsTheImageUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run serve as uid 65532; TestServeSaysWhyTheDataDirIsUnusable checks the message on this machine's own permissions")
+	}
+	const uid = 65532
+	// A tree the user can reach: the binary and two data directories.
+	base, err := os.MkdirTemp("", "rendezvous-nonroot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(base, "rendezvous")
+	data, err := os.ReadFile(binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rootOwned, userOwned := filepath.Join(base, "root-data"), filepath.Join(base, "user-data")
+	for _, d := range []string{rootOwned, userOwned} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(userOwned, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	asUser := func(dir string) *exec.Cmd {
+		cmd := exec.Command(bin, "serve", "--data-dir", dir, "--store", "embedded", "--listen", "/ip4/127.0.0.1/tcp/0")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		return cmd
+	}
+
+	out, err := asUser(rootOwned).CombinedOutput()
+	want := fmt.Sprintf("data directory %s is not writable by uid %d (gid %d), which is owned by uid 0, gid 0, mode drwxr-xr-x", rootOwned, uid, uid)
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Fatalf("serve as uid %d on a directory root owns: %v\n%s\nwant it to say %q", uid, err, out, want)
+	}
+
+	cmd := asUser(userOwned)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.Contains(line, "/p2p/") {
+		t.Fatalf("serve as uid %d on a directory it owns printed %q (%v); stderr:\n%s", uid, line, err, stderr.String())
+	}
+	for _, f := range []string{"identity.key", "registrations.db", lockFileName} {
+		st, err := os.Stat(filepath.Join(userOwned, f))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if s := st.Sys().(*syscall.Stat_t); s.Uid != uid {
+			t.Errorf("%s is owned by uid %d, want %d", f, s.Uid, uid)
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 }
