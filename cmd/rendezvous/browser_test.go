@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,6 +140,11 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
+		// Tabs in the background keep their timers: the tests time
+		// refreshes.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
 		// WebRTC gathers no loopback candidates unless told to, and the
 		// point is on 127.0.0.1.
 		chromedp.Flag("allow-loopback-in-peer-connection", true),
@@ -255,6 +261,27 @@ func (tb *tab) screenshot() []byte {
 	return b
 }
 
+var (
+	shotDirOnce sync.Once
+	shotDir     string
+	shotDirErr  error
+)
+
+// saveShot writes a PNG to a directory of the test run's that outlives it,
+// so that it can be looked at, and returns its path.
+func saveShot(t *testing.T, name string, png []byte) string {
+	t.Helper()
+	shotDirOnce.Do(func() { shotDir, shotDirErr = os.MkdirTemp("", "rendezvous-browser-") })
+	if shotDirErr != nil {
+		t.Fatal(shotDirErr)
+	}
+	path := filepath.Join(shotDir, name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // sideBySide puts PNG screenshots next to each other in one PNG.
 func sideBySide(shots ...[]byte) ([]byte, error) {
 	var imgs []image.Image
@@ -294,10 +321,6 @@ func browserSetup(t *testing.T) (site string, points map[string]ma.Multiaddr, b 
 
 func TestBrowserTabsFindEachOther(t *testing.T) {
 	site, points, b := browserSetup(t)
-	shotDir, err := os.MkdirTemp("", "rendezvous-browser-")
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, transport := range []string{"ws", "webtransport", "webrtc-direct"} {
 		t.Run(transport, func(t *testing.T) {
 			point := points[transport]
@@ -318,10 +341,7 @@ func TestBrowserTabsFindEachOther(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join(shotDir, "tabs-"+transport+".png")
-			if err := os.WriteFile(path, shot, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			path := saveShot(t, "tabs-"+transport+".png", shot)
 			t.Logf("over %s, tab A (%s) and tab B (%s) found each other through %s; screenshot: %s", transport, idA, idB, point, path)
 		})
 	}
@@ -338,13 +358,19 @@ func TestBrowserRefreshesBeforeTTLAndUnregisters(t *testing.T) {
 		t.Fatalf("granted TTL %d s, want %v", got, browserMinTTL)
 	}
 	c.sees(idA, 15*time.Second)
-	// Tab A refreshes at 7/8 of its TTL; B, looking every second, must
+	// Tab A refreshes before its TTL ends; B, looking every second, must
 	// still see it past the end of the first TTL.
 	a.waitFor("a refresh", "window.rendezvousState.refreshes >= 1", 2*browserMinTTL)
 	beyond := (browserMinTTL + 2*time.Second).Milliseconds()
 	c.waitFor("seeing A past its first TTL",
 		fmt.Sprintf("Number(document.querySelector('#peers li[data-peer=%q]')?.dataset.seenForMs ?? -1) > %d", idA, beyond),
 		2*browserMinTTL)
+
+	shot, err := sideBySide(a.screenshot(), c.screenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("A refreshed, B still sees it: %s", saveShot(t, "refreshed.png", shot))
 
 	// Just after a refresh, A leaves: B must see it gone long before that
 	// registration would have expired.
@@ -372,7 +398,7 @@ func TestBrowserClosedTabDisappears(t *testing.T) {
 	start := time.Now()
 	a.cancel() // closes the tab: its UNREGISTER on pagehide, or its TTL, ends the registration
 	c.waitFor("A gone after its tab closed", fmt.Sprintf("document.querySelector('#peers li[data-peer=%q]') === null", idA), browserMinTTL+5*time.Second)
-	t.Logf("A's tab closed; B saw it gone within %v (TTL %v)", time.Since(start).Round(100*time.Millisecond), browserMinTTL)
+	t.Logf("B saw A gone %v after A's tab closed (TTL %v: sooner means A's UNREGISTER on pagehide got out, else the registration expired)", time.Since(start).Round(100*time.Millisecond), browserMinTTL)
 }
 
 func TestBrowserShowsRefusal(t *testing.T) {
@@ -383,5 +409,5 @@ func TestBrowserShowsRefusal(t *testing.T) {
 	if !strings.Contains(msg, "E_INVALID_TTL") {
 		t.Fatalf("the page says %q, want E_INVALID_TTL", msg)
 	}
-	t.Logf("a TTL of %v below the point's minimum %v: the page says %q", browserMinTTL/2, browserMinTTL, msg)
+	t.Logf("a TTL of %v below the point's minimum %v: the page says %q; screenshot: %s", browserMinTTL/2, browserMinTTL, msg, saveShot(t, "refused.png", a.screenshot()))
 }

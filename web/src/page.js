@@ -44,7 +44,7 @@ function show () {
   $('phase').textContent = state.phase
   document.body.dataset.phase = state.phase
   $('ttl').textContent = state.grantedTTL ? `${state.grantedTTL} s granted (asked ${askedTTL} s)` : `asked ${askedTTL} s`
-  $('refreshes').textContent = String(state.refreshes)
+  $('refreshes').textContent = state.refreshes === 1 ? '1 refresh' : `${state.refreshes} refreshes`
   $('error').textContent = state.error
   $('error').hidden = state.error === ''
   const list = $('peers')
@@ -63,6 +63,13 @@ function show () {
   }
   $('count').textContent = state.peers.size === 1 ? '1 other peer' : `${state.peers.size} other peers`
   $('empty').hidden = state.peers.size > 0
+}
+
+// refreshDelay is when to register again, in ms, for a TTL granted in
+// seconds: at 7/8 of it, but at least 3 s before it ends (a hidden tab's
+// timers may fire a second late) and no sooner than half of it.
+function refreshDelay (ttl) {
+  return Math.max(ttl / 2, Math.min(ttl * 7 / 8, ttl - 3)) * 1000
 }
 
 function transportOf (ma) {
@@ -124,10 +131,9 @@ async function main () {
     state.phase = 'registered'
     state.error = ''
     show()
-    // Refresh at 7/8 of the TTL granted, so the registration never lapses.
     refreshTimer = setTimeout(() => {
       registerOnce().catch(fail)
-    }, state.grantedTTL * 875)
+    }, refreshDelay(state.grantedTTL))
   }
   await registerOnce()
 
