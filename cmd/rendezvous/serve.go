@@ -163,19 +163,32 @@ type point struct {
 // startPoint opens the store, builds the host, mounts the point on it and
 // starts the HTTP endpoints and the closing of idle connections.
 func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
+	// The data directory is this process's alone until the point has
+	// closed (or the process ends).
+	release, err := openDataDir(cfg.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
 	if err := cfg.resources.Validate(); err != nil {
 		return nil, err
 	}
 	if err := cfg.limits.Validate(); err != nil {
 		return nil, err
 	}
-	announce, err := parseAddrs(cfg.announce.values)
+	if cfg.identity == "" {
+		cfg.identity = filepath.Join(cfg.dataDir, "identity.key")
+	}
+	key, err := identity.LoadOrCreate(cfg.identity)
 	if err != nil {
-		return nil, fmt.Errorf("--announce: %w", err)
+		return nil, err
 	}
 	// Closers run last first: the endpoints stop, then the point finishes
-	// the requests in flight, then the host and the store close, and the
-	// data directory is let go.
+	// the requests in flight, then the host and the store close.
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -187,18 +200,6 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 			closeAll()
 		}
 	}()
-	release, err := openDataDir(cfg.dataDir)
-	if err != nil {
-		return nil, err
-	}
-	closers = append(closers, release)
-	if cfg.identity == "" {
-		cfg.identity = filepath.Join(cfg.dataDir, "identity.key")
-	}
-	key, err := identity.LoadOrCreate(cfg.identity)
-	if err != nil {
-		return nil, err
-	}
 
 	st, err := openStore(context.Background(), cfg.store, cfg.dataDir)
 	if err != nil {
@@ -212,7 +213,7 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h, err := newHost(cfg, key, announce, reg)
+	h, err := newHost(cfg, key, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -252,15 +253,20 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 	}
 	ready.Store(true)
 	closers = append(closers, func() { ready.Store(false) })
-	return &point{host: h, reg: reg, close: closeAll}, nil
+	return &point{host: h, reg: reg, close: func() { closeAll(); release() }}, nil
 }
 
-// newHost builds the point's host: cfg's listen addresses (on every
-// transport go-libp2p has by default: TCP, QUIC, WebSocket, WebTransport and
-// WebRTC-direct), the addresses it announces instead if any, its limits in
+// newHost builds the point's host: cfg's listen addresses, its limits in
 // the resource manager, the connection manager and the negotiation
 // timeout.
-func newHost(cfg serveConfig, key crypto.PrivKey, announce []ma.Multiaddr, reg prometheus.Registerer) (host.Host, error) {
+func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
+	// The addresses printed and given in identify instead of the listen
+	// addresses. Every transport go-libp2p has by default listens: TCP,
+	// QUIC, WebSocket, WebTransport and WebRTC-direct.
+	announce, err := parseAddrs(cfg.announce.values)
+	if err != nil {
+		return nil, fmt.Errorf("--announce: %w", err)
+	}
 	mgr, err := newResourceManager(cfg.limits, reg)
 	if err != nil {
 		return nil, err
