@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -47,6 +48,7 @@ const DefaultDataDir = "rendezvous-data"
 type serveConfig struct {
 	config      string
 	listen      stringList
+	announce    stringList
 	identity    string
 	dataDir     string
 	store       string
@@ -68,10 +70,11 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	r := &c.resources
 	fs.StringVar(&c.config, "config", "", "JSON file of settings, keyed by flag name (env "+envName("config")+")")
 	fs.Var(&c.listen, "listen", "multiaddr to listen on (repeatable; default "+strings.Join(DefaultListen, ", ")+")")
-	fs.StringVar(&c.dataDir, "data-dir", DefaultDataDir, "directory of the identity and the embedded store")
+	fs.Var(&c.announce, "announce", "multiaddr to print and give peers in identify instead of the listen addresses, such as a public IP or DNS name in front of a NAT or a container (repeatable; certhashes are added to WebTransport and WebRTC-direct ones)")
+	fs.StringVar(&c.dataDir, "data-dir", DefaultDataDir, "directory of the identity and the embedded store, used by one serve at a time")
 	fs.StringVar(&c.identity, "identity", "", "private key file, created (mode 0600) when missing (default DATA-DIR/identity.key)")
 	fs.StringVar(&c.store, "store", "embedded", "where registrations are kept: embedded (in DATA-DIR), memory, or a postgres:// URL")
-	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of `rendezvous bench --workload echo`")
+	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of 'rendezvous bench --workload echo'")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "HTTP address serving /metrics, /healthz and /readyz (off if empty)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -161,6 +164,9 @@ func runPoint(ctx context.Context, cfg serveConfig, log *slog.Logger, stdout io.
 	for _, a := range p.host.Addrs() {
 		fmt.Fprintf(stdout, "%s/p2p/%s\n", a, p.host.ID())
 	}
+	if len(cfg.announce.values) > 0 {
+		log.Info("announcing instead of the listen addresses", "listen", p.host.Network().ListenAddresses())
+	}
 	log.Info("rendezvous point ready", "peer", p.host.ID(), "store", redactStore(cfg.store))
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -178,6 +184,17 @@ type point struct {
 // startPoint opens the store, builds the host, mounts the point on it and
 // starts the HTTP endpoints and the closing of idle connections.
 func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
+	// The data directory is this process's alone until the point has
+	// closed (or the process ends).
+	release, err := openDataDir(cfg.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
 	if err := cfg.resources.Validate(); err != nil {
 		return nil, err
 	}
@@ -271,7 +288,7 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 	}
 	ready.Store(true)
 	closers = append(closers, func() { ready.Store(false) })
-	return &point{host: h, reg: reg, close: closeAll}, nil
+	return &point{host: h, reg: reg, close: func() { closeAll(); release() }}, nil
 }
 
 // allowlist parses --allow-prefix and --allow-peer.
@@ -298,6 +315,13 @@ func (c serveConfig) allowlist() (server.Allowlist, error) {
 // the resource manager, the connection manager and the negotiation
 // timeout.
 func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
+	// The addresses printed and given in identify instead of the listen
+	// addresses. Every transport go-libp2p has by default listens: TCP,
+	// QUIC, WebSocket, WebTransport and WebRTC-direct.
+	announce, err := parseAddrs(cfg.announce.values)
+	if err != nil {
+		return nil, fmt.Errorf("--announce: %w", err)
+	}
 	mgr, err := newResourceManager(cfg.limits, reg)
 	if err != nil {
 		return nil, err
@@ -308,13 +332,17 @@ func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (ho
 		_ = mgr.Close()
 		return nil, err
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(cfg.listen.values...),
 		libp2p.ResourceManager(mgr),
 		libp2p.ConnectionManager(cm),
 		libp2p.PrometheusRegisterer(reg),
-	)
+	}
+	if len(announce) > 0 {
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		_ = mgr.Close()
 		return nil, err
