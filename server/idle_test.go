@@ -3,8 +3,8 @@ package server_test
 import (
 	"context"
 	"errors"
-	"os"
 	"fmt"
+	"os"
 	"runtime"
 	"testing"
 	"time"
