@@ -268,10 +268,16 @@ var (
 )
 
 // saveShot writes a PNG to a directory of the test run's that outlives it,
-// so that it can be looked at, and returns its path.
+// so that it can be looked at, and returns its path: the directory
+// RENDEZVOUS_SCREENSHOT_DIR names (CI sets it, and lists what it holds once
+// the tests are done), or a new temporary one.
 func saveShot(t *testing.T, name string, png []byte) string {
 	t.Helper()
-	shotDirOnce.Do(func() { shotDir, shotDirErr = os.MkdirTemp("", "rendezvous-browser-") })
+	shotDirOnce.Do(func() {
+		if shotDir = os.Getenv("RENDEZVOUS_SCREENSHOT_DIR"); shotDir == "" {
+			shotDir, shotDirErr = os.MkdirTemp("", "rendezvous-browser-")
+		}
+	})
 	if shotDirErr != nil {
 		t.Fatal(shotDirErr)
 	}
