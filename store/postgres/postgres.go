@@ -133,6 +133,8 @@ type Store struct {
 	pool *pgxpool.Pool
 	quit chan struct{}
 	wg   sync.WaitGroup
+	// ops takes each Register to the writer goroutine (writeLoop).
+	ops chan *op
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -166,13 +168,15 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &Store{cfg: cfg, pool: pool, quit: make(chan struct{})}
+	s := &Store{cfg: cfg, pool: pool, quit: make(chan struct{}), ops: make(chan *op)}
 	mctx, cancel := context.WithTimeout(ctx, max(cfg.migrateTimeout, cfg.opTimeout))
 	defer cancel()
 	if err := s.migrate(mctx); err != nil {
 		pool.Close()
 		return nil, s.wrap(fmt.Errorf("migrate: %w", err))
 	}
+	s.wg.Add(1)
+	go s.writeLoop()
 	if cfg.sweepInterval > 0 {
 		s.wg.Add(1)
 		go s.sweepLoop()
@@ -323,6 +327,14 @@ func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx
 	return s.wrap(err)
 }
 
+// querier runs statements in a transaction: a pgx.Tx, or a connection
+// that has begun one.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // limitError is a refusal on a limit, returned as is.
 type limitError struct{ error }
 
@@ -331,126 +343,148 @@ type counters struct{ seq, total, namespaces int64 }
 
 const lockCounters = `SELECT seq, total, namespaces FROM rendezvous_counters WHERE id = 1 FOR UPDATE`
 
-// Register implements store.Store.
+// Register implements store.Store: it hands the registration to the
+// point's writer, which applies it in the next batch (see the package doc),
+// and returns once that batch has committed.
 func (s *Store) Register(ctx context.Context, reg store.Registration, lim store.Limits, now time.Time) (uint64, error) {
 	n := horizon.Nanos(now)
 	s.horizon.Observe(n)
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	o := &op{ctx: ctx, reg: reg, lim: lim, now: n, done: make(chan struct{})}
+	select {
+	case s.ops <- o:
+	case <-s.quit:
+		return 0, ErrClosed
+	case <-ctx.Done():
+		return 0, s.wrap(ctx.Err())
+	}
+	select {
+	case <-o.done:
+	case <-ctx.Done():
+		// The batch may still commit it; it is not acknowledged.
+		return 0, s.wrap(ctx.Err())
+	}
+	if o.err != nil {
+		return 0, o.err
+	}
+	return uint64(o.seq), nil
+}
+
+// registerTx applies one registration at now (Unix nanoseconds) in the
+// transaction of q, taking its sequence number from the counter row, which
+// it locks if the transaction does not hold it yet. A refusal on a limit
+// is a limitError and leaves the transaction usable.
+func registerTx(ctx context.Context, tx querier, reg store.Registration, lim store.Limits, n int64) (int64, error) {
 	ns, p := []byte(reg.Namespace), []byte(reg.Peer)
-	var seq int64
-	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		// The lock that orders commits by seq: see the package doc.
-		var c counters
-		if err := tx.QueryRow(ctx, `UPDATE rendezvous_counters SET seq = seq + 1 WHERE id = 1
-			RETURNING seq, total, namespaces`).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
-			return err
-		}
-		src, srcAddr, srcNet := sourceColumns(reg.Source)
-		countAddr, countNet := srcAddr, srcNet
-		if !lim.CountsSources() {
-			countAddr, countNet = nil, nil // = NULL matches no row: nothing counted
-		}
-		var old *int64
-		var peerLive, inAddr, inNet int64
-		if err := tx.QueryRow(ctx, `SELECT
-			(SELECT expires FROM rendezvous_registrations WHERE ns = $1 AND peer = $2),
-			(SELECT count(*) FROM rendezvous_registrations WHERE peer = $2 AND expires > $3),
-			(SELECT count(*) FROM rendezvous_registrations WHERE src_addr = $4 AND expires > $3),
-			(SELECT count(*) FROM rendezvous_registrations WHERE src_net = $5 AND expires > $3)`,
-			ns, p, n, countAddr, countNet).Scan(&old, &peerLive, &inAddr, &inNet); err != nil {
-			return err
-		}
-		existing := old != nil
-		if !existing || *old <= n {
-			// A new live pair: the limits apply.
-			if lim.MaxRegistrationsPerPeer > 0 && peerLive >= int64(lim.MaxRegistrationsPerPeer) {
-				return limitError{store.ErrPeerLimit}
-			}
-			if err := lim.CheckQuota(reg.Source, int(inAddr), int(inNet)); err != nil {
-				return limitError{err}
-			}
-			isNew := func() (bool, error) {
-				var ok bool
-				err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM rendezvous_namespaces WHERE ns = $1)`, ns).Scan(&ok)
-				return !ok, err
-			}
-			crowded := func() (bool, error) {
-				st := store.Stats{Registrations: int(c.total), Namespaces: int(c.namespaces)}
-				switch {
-				case !lim.MayCrowd(reg.Source, int(inNet)):
-					return false, nil
-				case lim.Crowded(st, false):
-					return true, nil
-				case lim.Crowded(st, true):
-					return isNew()
-				}
-				return false, nil
-			}
-			// The counters include expired rows not yet removed: when
-			// they say a limit is reached, remove what expired and look
-			// again.
-			isCrowded, err := crowded()
-			if err != nil {
-				return err
-			}
-			if isCrowded || (lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations)) ||
-				(lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces)) {
-				for {
-					d, err := sweep(ctx, tx, n, 10000, &c)
-					if err != nil {
-						return err
-					}
-					if d < 10000 {
-						break
-					}
-				}
-				existing = existing && *old > n // an expired one is gone now
-				if lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations) {
-					return limitError{store.ErrFull}
-				}
-				if lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces) {
-					fresh, err := isNew()
-					if err != nil {
-						return err
-					}
-					if fresh {
-						return limitError{store.ErrFull}
-					}
-				}
-				if isCrowded, err = crowded(); err != nil {
-					return err
-				} else if isCrowded {
-					return limitError{store.ErrCrowded}
-				}
-			}
-		}
-		exp := horizon.Nanos(reg.Expires)
-		if existing {
-			if _, err := tx.Exec(ctx, `UPDATE rendezvous_registrations SET seq = $3, record = $4, expires = $5,
-				src = $6, src_addr = $7, src_net = $8
-				WHERE ns = $1 AND peer = $2`, ns, p, c.seq, reg.Record, exp, src, srcAddr, srcNet); err != nil {
-				return err
-			}
-		} else {
-			if _, err := tx.Exec(ctx, `WITH r AS (
-					INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq, src, src_addr, src_net)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-				), n AS (
-					INSERT INTO rendezvous_namespaces AS t (ns, n) VALUES ($1, 1)
-					ON CONFLICT (ns) DO UPDATE SET n = t.n + 1 RETURNING t.n
-				)
-				UPDATE rendezvous_counters SET total = total + 1,
-					namespaces = namespaces + (SELECT CASE WHEN n.n = 1 THEN 1 ELSE 0 END FROM n)
-				WHERE id = 1`, ns, p, reg.Record, exp, c.seq, src, srcAddr, srcNet); err != nil {
-				return err
-			}
-		}
-		seq = c.seq
-		return nil
-	})
-	if err != nil {
+	// The lock that orders commits by seq: see the package doc.
+	var c counters
+	if err := tx.QueryRow(ctx, `UPDATE rendezvous_counters SET seq = seq + 1 WHERE id = 1
+		RETURNING seq, total, namespaces`).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
 		return 0, err
 	}
-	return uint64(seq), nil
+	src, srcAddr, srcNet := sourceColumns(reg.Source)
+	countAddr, countNet := srcAddr, srcNet
+	if !lim.CountsSources() {
+		countAddr, countNet = nil, nil // = NULL matches no row: nothing counted
+	}
+	var old *int64
+	var peerLive, inAddr, inNet int64
+	if err := tx.QueryRow(ctx, `SELECT
+		(SELECT expires FROM rendezvous_registrations WHERE ns = $1 AND peer = $2),
+		(SELECT count(*) FROM rendezvous_registrations WHERE peer = $2 AND expires > $3),
+		(SELECT count(*) FROM rendezvous_registrations WHERE src_addr = $4 AND expires > $3),
+		(SELECT count(*) FROM rendezvous_registrations WHERE src_net = $5 AND expires > $3)`,
+		ns, p, n, countAddr, countNet).Scan(&old, &peerLive, &inAddr, &inNet); err != nil {
+		return 0, err
+	}
+	existing := old != nil
+	if !existing || *old <= n {
+		// A new live pair: the limits apply.
+		if lim.MaxRegistrationsPerPeer > 0 && peerLive >= int64(lim.MaxRegistrationsPerPeer) {
+			return 0, limitError{store.ErrPeerLimit}
+		}
+		if err := lim.CheckQuota(reg.Source, int(inAddr), int(inNet)); err != nil {
+			return 0, limitError{err}
+		}
+		isNew := func() (bool, error) {
+			var ok bool
+			err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM rendezvous_namespaces WHERE ns = $1)`, ns).Scan(&ok)
+			return !ok, err
+		}
+		crowded := func() (bool, error) {
+			st := store.Stats{Registrations: int(c.total), Namespaces: int(c.namespaces)}
+			switch {
+			case !lim.MayCrowd(reg.Source, int(inNet)):
+				return false, nil
+			case lim.Crowded(st, false):
+				return true, nil
+			case lim.Crowded(st, true):
+				return isNew()
+			}
+			return false, nil
+		}
+		// The counters include expired rows not yet removed: when
+		// they say a limit is reached, remove what expired and look
+		// again.
+		isCrowded, err := crowded()
+		if err != nil {
+			return 0, err
+		}
+		if isCrowded || (lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations)) ||
+			(lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces)) {
+			for {
+				d, err := sweep(ctx, tx, n, 10000, &c)
+				if err != nil {
+					return 0, err
+				}
+				if d < 10000 {
+					break
+				}
+			}
+			existing = existing && *old > n // an expired one is gone now
+			if lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations) {
+				return 0, limitError{store.ErrFull}
+			}
+			if lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces) {
+				fresh, err := isNew()
+				if err != nil {
+					return 0, err
+				}
+				if fresh {
+					return 0, limitError{store.ErrFull}
+				}
+			}
+			if isCrowded, err = crowded(); err != nil {
+				return 0, err
+			} else if isCrowded {
+				return 0, limitError{store.ErrCrowded}
+			}
+		}
+	}
+	exp := horizon.Nanos(reg.Expires)
+	if existing {
+		if _, err := tx.Exec(ctx, `UPDATE rendezvous_registrations SET seq = $3, record = $4, expires = $5,
+			src = $6, src_addr = $7, src_net = $8
+			WHERE ns = $1 AND peer = $2`, ns, p, c.seq, reg.Record, exp, src, srcAddr, srcNet); err != nil {
+			return 0, err
+		}
+	} else {
+		if _, err := tx.Exec(ctx, `WITH r AS (
+				INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq, src, src_addr, src_net)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+			), n AS (
+				INSERT INTO rendezvous_namespaces AS t (ns, n) VALUES ($1, 1)
+				ON CONFLICT (ns) DO UPDATE SET n = t.n + 1 RETURNING t.n
+			)
+			UPDATE rendezvous_counters SET total = total + 1,
+				namespaces = namespaces + (SELECT CASE WHEN n.n = 1 THEN 1 ELSE 0 END FROM n)
+			WHERE id = 1`, ns, p, reg.Record, exp, c.seq, src, srcAddr, srcNet); err != nil {
+			return 0, err
+		}
+	}
+	return c.seq, nil
 }
 
 // Unregister implements store.Store.
@@ -471,7 +505,7 @@ func (s *Store) Unregister(ctx context.Context, ns string, p peer.ID) error {
 
 // sweep deletes at most limit rows expired at now and updates the counters
 // c, which the caller's transaction has locked. It returns the rows deleted.
-func sweep(ctx context.Context, tx pgx.Tx, now int64, limit int, c *counters) (int, error) {
+func sweep(ctx context.Context, tx querier, now int64, limit int, c *counters) (int, error) {
 	// = ANY (ARRAY(...)) keeps the plan on the seq index; an IN (subquery)
 	// may be planned as a scan of the whole table.
 	rows, err := tx.Query(ctx, `DELETE FROM rendezvous_registrations WHERE seq = ANY (ARRAY(
@@ -485,7 +519,7 @@ func sweep(ctx context.Context, tx pgx.Tx, now int64, limit int, c *counters) (i
 
 // removed reads the namespaces of the rows deleted and updates the
 // counters.
-func removed(ctx context.Context, tx pgx.Tx, rows pgx.Rows, c *counters) (int, error) {
+func removed(ctx context.Context, tx querier, rows pgx.Rows, c *counters) (int, error) {
 	per := map[string]int64{}
 	var deleted int64
 	for rows.Next() {
