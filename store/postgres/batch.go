@@ -15,6 +15,12 @@ import (
 // maxBatch bounds the REGISTERs of one transaction.
 const maxBatch = 256
 
+// batchWriters is the number of writer goroutines of a point: while one
+// batch holds the counter row, the next is collected, sent and waiting for
+// the lock, so the row passes from one commit to the next batch's reads
+// without a round trip between them.
+const batchWriters = 2
+
 // op is one REGISTER handed to the writer goroutine.
 type op struct {
 	ctx context.Context

@@ -175,8 +175,10 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, s.wrap(fmt.Errorf("migrate: %w", err))
 	}
-	s.wg.Add(1)
-	go s.writeLoop()
+	for range batchWriters {
+		s.wg.Add(1)
+		go s.writeLoop()
+	}
 	if cfg.sweepInterval > 0 {
 		s.wg.Add(1)
 		go s.sweepLoop()
