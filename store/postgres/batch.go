@@ -16,9 +16,11 @@ import (
 const maxBatch = 256
 
 // batchWriters is the number of writer goroutines of a point: while one
-// batch holds the counter row, the next is collected, sent and waiting for
-// the lock, so the row passes from one commit to the next batch's reads
-// without a round trip between them.
+// batch commits, the next is sent and waits for the counter row, so the row
+// passes from one commit to the next batch's reads without a round trip
+// between them. A writer collects its batch only once the other has sent
+// its COMMIT (Store.turn), so that the batch takes every REGISTER queued
+// until the lock may be had.
 const batchWriters = 2
 
 // op is one REGISTER handed to the writer goroutine.
@@ -49,6 +51,7 @@ func (s *Store) writeLoop() {
 		case o := <-s.ops:
 			batch = append(batch[:0], o)
 		}
+		s.turn <- struct{}{}
 	collect:
 		for len(batch) < maxBatch {
 			select {
@@ -63,10 +66,19 @@ func (s *Store) writeLoop() {
 	}
 }
 
-// runBatch applies batch and answers every op in it. If the transaction
+// runBatch applies batch and answers every op in it, giving up the turn
+// once the batch has sent its COMMIT or failed. If the transaction
 // fails, every op not refused on a limit gets the error: none is
 // acknowledged.
 func (s *Store) runBatch(ctx context.Context, batch []*op) {
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-s.turn
+		}
+	}
+	defer release()
 	live := make([]*op, 0, len(batch))
 	for _, o := range batch {
 		if err := o.ctx.Err(); err != nil {
@@ -78,7 +90,7 @@ func (s *Store) runBatch(ctx context.Context, batch []*op) {
 	}
 	if len(live) > 0 {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
-		err := s.applyBatch(ctx, live)
+		err := s.applyBatch(ctx, live, release)
 		cancel()
 		if err != nil {
 			err = s.wrap(fmt.Errorf("register batch of %d: %w", len(live), err))
@@ -143,8 +155,8 @@ ORDER BY x.i`
 // removed to be decided (a total, namespace or crowding limit apparently
 // reached) and the ones after it go one at a time through registerTx,
 // after the writes so far. On success every op has its seq or its
-// limitError.
-func (s *Store) applyBatch(ctx context.Context, ops []*op) (err error) {
+// limitError. It calls sent once it has sent the COMMIT.
+func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -309,7 +321,11 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) (err error) {
 	if rest == len(ops) {
 		b.Queue(`COMMIT`)
 	}
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+	br = conn.SendBatch(ctx, b)
+	if rest == len(ops) {
+		sent()
+	}
+	if err := br.Close(); err != nil {
 		return err
 	}
 	if rest == len(ops) {
@@ -327,6 +343,7 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op) (err error) {
 			o.seq = seq
 		}
 	}
+	sent()
 	_, err = conn.Exec(ctx, `COMMIT`)
 	return err
 }

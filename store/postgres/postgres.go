@@ -133,8 +133,10 @@ type Store struct {
 	pool *pgxpool.Pool
 	quit chan struct{}
 	wg   sync.WaitGroup
-	// ops takes each Register to the writer goroutine (writeLoop).
+	// ops takes each Register to a writer goroutine (writeLoop).
 	ops chan *op
+	// turn is held by the writer collecting and preparing a batch.
+	turn chan struct{}
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -168,7 +170,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &Store{cfg: cfg, pool: pool, quit: make(chan struct{}), ops: make(chan *op)}
+	s := &Store{cfg: cfg, pool: pool, quit: make(chan struct{}), ops: make(chan *op), turn: make(chan struct{}, 1)}
 	mctx, cancel := context.WithTimeout(ctx, max(cfg.migrateTimeout, cfg.opTimeout))
 	defer cancel()
 	if err := s.migrate(mctx); err != nil {
