@@ -66,15 +66,19 @@
 // queued until then.
 //
 // Measured on one PostgreSQL 15 on the same 2-core machine, shared with
-// other work (BENCHMARKS.md, BenchmarkRegisterConcurrent, 1-minute load
-// averages 2–5): from 16 concurrent writers, one REGISTER per transaction
-// made BEFORE16 a second, batches make AFTER16; from 64 writers, BEFORE64
-// and AFTER64. Two points on one database each with 16 or 64 writers
-// together make TWO16 and TWO64: about what one point makes, since the
-// row is held one batch after the other whichever point sent it, and a
-// batch costs a commit and a round trip plus the work of its registrations
-// on the two cores. Two points add availability and read capacity, not
-// write throughput.
+// other work (BENCHMARKS.md, BenchmarkRegisterConcurrent, four interleaved
+// runs at 1-minute load averages 2.4–4.2, REGISTERs a second, median and
+// range): from 16 concurrent writers, one REGISTER per transaction made
+// 1400 [1080–1620], batches make 3920 [2920–4560], 2.8 times as many; from
+// 64 writers, 1420 [1170–1510] and 5350 [4520–5960], 3.8 times. Two points
+// on one database, each with 16 or 64 writers, together make 3310
+// [2510–3650] and 5520 [5090–8200]: about what one point makes. The row is
+// held one batch after the other whichever point sent it, and these
+// figures fit a batch holding it about 0.54 ms (a commit and a round trip)
+// plus 0.17 ms a registration (its row, seven index entries and their
+// log): the row allows at most about 5900 a second however large the
+// batches, and 64 writers at one point come within a tenth of that. More
+// points add availability and read capacity, not write throughput.
 //
 // Writers that overlap, with numbers from a SEQUENCE and readers bounded by
 // a watermark below which no transaction is in flight (from
