@@ -67,7 +67,7 @@ func (s *Store) writeLoop() {
 }
 
 // runBatch applies batch and answers every op in it, giving up the turn
-// once the batch has sent its COMMIT or failed. If the transaction
+// when the batch sends its COMMIT or fails. If the transaction
 // fails, every op not refused on a limit gets the error: none is
 // acknowledged.
 func (s *Store) runBatch(ctx context.Context, batch []*op) {
@@ -155,7 +155,7 @@ ORDER BY x.i`
 // removed to be decided (a total, namespace or crowding limit apparently
 // reached) and the ones after it go one at a time through registerTx,
 // after the writes so far. On success every op has its seq or its
-// limitError. It calls sent once it has sent the COMMIT.
+// limitError. It calls sent when it sends the COMMIT.
 func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -318,18 +318,8 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 
 	b = &pgx.Batch{}
 	queueWrites(b, order, writes, c)
-	if rest == len(ops) {
-		b.Queue(`COMMIT`)
-	}
-	br = conn.SendBatch(ctx, b)
-	if rest == len(ops) {
-		sent()
-	}
-	if err := br.Close(); err != nil {
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return err
-	}
-	if rest == len(ops) {
-		return nil
 	}
 	for _, o := range ops[rest:] {
 		seq, err := registerTx(ctx, conn, o.reg, o.lim, o.now)
@@ -343,8 +333,17 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 			o.seq = seq
 		}
 	}
+	// COMMIT goes only once every write has succeeded in time: sent with
+	// them, it would still commit them after a timeout here, once whatever
+	// held them up let go.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	sent()
-	_, err = conn.Exec(ctx, `COMMIT`)
+	tag, err := conn.Exec(ctx, `COMMIT`)
+	if err == nil && tag.String() != "COMMIT" {
+		err = fmt.Errorf("transaction ended by %s", tag)
+	}
 	return err
 }
 

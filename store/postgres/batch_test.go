@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/rendezvous-p2p/rendezvous/store"
@@ -261,4 +262,90 @@ func TestBatchCookies(t *testing.T) {
 		t.Fatalf("%d of %d registrations not seen exactly once", missed, want)
 	}
 	t.Logf("%d registrations at %d points, %d pages", want, batchPoints, pages)
+}
+
+// TestBatchFullOfExpired: the store holds the total limit of registrations,
+// all expired; 64 writers at two points then register: what expired is
+// removed within the batches, and exactly the limit is accepted.
+func TestBatchFullOfExpired(t *testing.T) {
+	t.Parallel()
+	stores := twoPoints(t)
+	ctx := context.Background()
+	const total = 100
+	lim := store.Limits{MaxRegistrations: total, MaxNamespaces: 5}
+	for i := range total {
+		if _, err := stores[i%2].Register(ctx, reg(fmt.Sprint("old-", i%5), pid(1000000+i), epoch.Add(time.Second)), lim, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := epoch.Add(2 * time.Second)
+	var ok atomic.Int64
+	each(stores, func(s *postgres.Store, i, g int) {
+		for k := range 5 {
+			_, err := s.Register(ctx, reg(fmt.Sprint("new-", (g+k)%5), pid(i*10000+g*100+k), later.Add(time.Hour)), lim, later)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrFull):
+			default:
+				t.Error(err)
+				return
+			}
+		}
+	})
+	st, err := stores[0].Stats(ctx, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok.Load() != total || st.Registrations != total || st.Namespaces != 5 {
+		t.Fatalf("accepted %d, stats %+v; want %d registrations in 5 namespaces", ok.Load(), st, total)
+	}
+}
+
+// TestBatchFails: while another transaction holds the row of a namespace,
+// 32 REGISTERs into it are decided but cannot be written: their batches
+// time out, every one of them gets ErrUnavailable, and none is stored.
+func TestBatchFails(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	s := open(t, dsn, schema, postgres.WithOpTimeout(300*time.Millisecond))
+	ctx := context.Background()
+	if _, err := s.Register(ctx, reg("held", pid(0), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM "+schema+".rendezvous_namespaces WHERE ns = 'held' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Go(func() {
+			seq, err := s.Register(ctx, reg("held", pid(1+i), epoch.Add(time.Hour)), store.Limits{MaxRegistrationsPerPeer: 10}, epoch)
+			if !errors.Is(err, store.ErrUnavailable) || seq != 0 {
+				t.Errorf("REGISTER %d: seq %d, error %v; want ErrUnavailable", i, seq, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	regs, err := s.Discover(ctx, nil, "held", 0, 100, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(regs) != 1 {
+		t.Fatalf("%d registrations stored, want the first one alone", len(regs))
+	}
+	if _, err := s.Register(ctx, reg("held", pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
+		t.Fatalf("after the lock: %v", err)
+	}
 }

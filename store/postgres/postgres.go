@@ -46,7 +46,10 @@
 //     refusal answers that one alone;
 //   - sends the writes (UPDATE of the rows replaced, INSERT of the new ones,
 //     the namespace counts and the counter row, each one statement over
-//     arrays) and COMMIT in one message, then answers each REGISTER.
+//     arrays) in one message, then COMMIT once they have all succeeded in
+//     time, then answers each REGISTER. (Sent with the writes, a COMMIT
+//     would still commit them after the point gave up on a write held up
+//     by a lock, once the lock was let go.)
 //
 // A registration that could only be decided after removing what expired (a
 // total, namespace or crowding limit that the counters say is reached)
