@@ -70,17 +70,17 @@
 //
 // Measured on one PostgreSQL 15 on the same 2-core machine, shared with
 // other work (BENCHMARKS.md, BenchmarkRegisterConcurrent, four interleaved
-// runs at 1-minute load averages 2.4–4.2, REGISTERs a second, median and
+// runs at 1-minute load averages 1.6–2.6, REGISTERs a second, median and
 // range): from 16 concurrent writers, one REGISTER per transaction made
-// 1400 [1080–1620], batches make 3920 [2920–4560], 2.8 times as many; from
-// 64 writers, 1420 [1170–1510] and 5350 [4520–5960], 3.8 times. Two points
-// on one database, each with 16 or 64 writers, together make 3310
-// [2510–3650] and 5520 [5090–8200]: about what one point makes. The row is
-// held one batch after the other whichever point sent it, and these
-// figures fit a batch holding it about 0.54 ms (a commit and a round trip)
-// plus 0.17 ms a registration (its row, seven index entries and their
-// log): the row allows at most about 5900 a second however large the
-// batches, and 64 writers at one point come within a tenth of that. More
+// 1610 [1370–1750], batches make 4140 [3620–4740], 2.6 times as many; from
+// 64 writers, 1660 [1410–1750] and 5980 [5720–6170], 3.6 times. Two points
+// on one database, each with 16 or 64 writers, together make 4300
+// [3600–4790] and 6670 [6350–7240]: 1.04 and 1.12 times what one point
+// makes. The row is held one batch after the other whichever point sent
+// it, and if a batch holds about half the writers of its point, these
+// figures fit a batch holding the row about 0.8 ms (a commit and two round
+// trips) plus 0.14 ms a registration (its row, seven index entries and
+// their log): at most about 7000 a second however large the batches. More
 // points add availability and read capacity, not write throughput.
 //
 // Writers that overlap, with numbers from a SEQUENCE and readers bounded by
