@@ -234,11 +234,12 @@ func TestPointsSharePeerCap(t *testing.T) {
 // points at once, while a reader pages through every namespace with small
 // pages, alternating points, each page continuing the cookie of the last.
 // The reader sees each version of a registration at most once, versions in
-// order, and the last acknowledged version of every registration.
+// order, and the last acknowledged version of every registration. With 16
+// writers, each point's store applies their REGISTERs in batches.
 func TestPointsConcurrentCookies(t *testing.T) {
 	t.Parallel()
 	const (
-		writers  = 6
+		writers  = 16
 		nss      = 12
 		versions = 3
 		pageSize = 7

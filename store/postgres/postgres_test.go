@@ -675,7 +675,7 @@ func populated(b *testing.B, n int, purpose string) populatedSchema {
 }
 
 // BenchmarkRegister registers new peers one at a time, and from 16
-// goroutines (writes to one database are serialised).
+// goroutines (applied in batches: see BenchmarkRegisterConcurrent).
 func BenchmarkRegister(b *testing.B) {
 	ctx := context.Background()
 	record := make([]byte, 200)

@@ -1,0 +1,403 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/internal/horizon"
+)
+
+// maxBatch bounds the REGISTERs of one transaction.
+const maxBatch = 256
+
+// batchWriters is the number of writer goroutines of a point: while one
+// batch commits, the next is sent and waits for the counter row, so the row
+// passes from one commit to the next batch's reads without a round trip
+// between them. A writer collects its batch only once the other has sent
+// its COMMIT (Store.turn), so that the batch takes every REGISTER queued
+// until the lock may be had.
+const batchWriters = 2
+
+// op is one REGISTER handed to the writer goroutine.
+type op struct {
+	ctx context.Context
+	reg store.Registration
+	lim store.Limits
+	now int64 // Unix nanoseconds
+
+	// Results, valid once done is closed.
+	seq  int64
+	err  error
+	done chan struct{}
+}
+
+// writeLoop is the point's writer: it takes the REGISTERs queued while the
+// previous batch ran, applies them in one transaction and answers each.
+func (s *Store) writeLoop() {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-s.quit; cancel() }()
+	batch := make([]*op, 0, maxBatch)
+	for {
+		select {
+		case <-s.quit:
+			return
+		case o := <-s.ops:
+			batch = append(batch[:0], o)
+		}
+		s.turn <- struct{}{}
+	collect:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break collect
+			}
+		}
+		s.runBatch(ctx, batch)
+		clear(batch)
+	}
+}
+
+// runBatch applies batch and answers every op in it, giving up the turn
+// when the batch sends its COMMIT or fails. If the transaction
+// fails, every op not refused on a limit gets the error: none is
+// acknowledged.
+func (s *Store) runBatch(ctx context.Context, batch []*op) {
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-s.turn
+		}
+	}
+	defer release()
+	live := make([]*op, 0, len(batch))
+	for _, o := range batch {
+		if err := o.ctx.Err(); err != nil {
+			o.err = s.wrap(err) // abandoned before it started: nothing done
+			close(o.done)
+			continue
+		}
+		live = append(live, o)
+	}
+	if len(live) > 0 {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
+		err := s.applyBatch(ctx, live, release)
+		cancel()
+		if err != nil {
+			err = s.wrap(fmt.Errorf("register batch of %d: %w", len(live), err))
+			for _, o := range live {
+				var lim limitError
+				if !errors.As(o.err, &lim) {
+					o.err = err
+				}
+				o.seq = 0
+			}
+		}
+		for _, o := range live {
+			var lim limitError
+			if errors.As(o.err, &lim) {
+				o.err = lim.error
+			}
+			close(o.done)
+		}
+	}
+}
+
+// key names a registration.
+type key struct{ ns, peer string }
+
+// row is what the limits read of a registration: when it expires and the
+// prefixes of its source ("" for none).
+type row struct {
+	exp         int64
+	addr, netwk string
+}
+
+// write is the final state of one registration written by a batch.
+type write struct {
+	key
+	seq                  int64
+	record               []byte
+	exp                  int64
+	src, srcAddr, srcNet []byte
+	update               bool // the row is there: UPDATE, not INSERT
+}
+
+// baseQuery reads, for each REGISTER of a batch (the arrays hold one entry
+// each, in order), what the limit checks of registerTx read: the existing
+// row of its (ns, peer), the live registrations of its peer and of its
+// source's prefixes (NULL counts nothing), and whether its namespace has
+// rows.
+const baseQuery = `SELECT x.i, r.expires, r.src_addr, r.src_net,
+	(SELECT count(*) FROM rendezvous_registrations WHERE peer = x.cp AND expires > x.now),
+	(SELECT count(*) FROM rendezvous_registrations WHERE src_addr = x.ca AND expires > x.now),
+	(SELECT count(*) FROM rendezvous_registrations WHERE src_net = x.cn AND expires > x.now),
+	EXISTS (SELECT 1 FROM rendezvous_namespaces WHERE ns = x.ns)
+FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bytea[], $6::bytea[])
+	WITH ORDINALITY AS x (ns, peer, now, cp, ca, cn, i)
+LEFT JOIN rendezvous_registrations r ON r.ns = x.ns AND r.peer = x.peer
+ORDER BY x.i`
+
+// applyBatch applies ops in one transaction holding the counter row, as if
+// they came one after the other in order: each is checked against the
+// limits as they stand after the ones before it. It reads the database once
+// for the whole batch, under the lock, and applies the changes of the
+// earlier ops of the batch in memory; an op that would need expired rows
+// removed to be decided (a total, namespace or crowding limit apparently
+// reached) and the ones after it go one at a time through registerTx,
+// after the writes so far. On success every op has its seq or its
+// limitError. It calls sent when it sends the COMMIT.
+func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			s.abort(conn)
+		}
+		conn.Release()
+	}()
+
+	k := len(ops)
+	nss, peers, cps, cas, cns := make([][]byte, k), make([][]byte, k), make([][]byte, k), make([][]byte, k), make([][]byte, k)
+	nows := make([]int64, k)
+	for i, o := range ops {
+		nss[i], peers[i], nows[i] = []byte(o.reg.Namespace), []byte(o.reg.Peer), o.now
+		if o.lim.MaxRegistrationsPerPeer > 0 {
+			cps[i] = peers[i]
+		}
+		if o.lim.CountsSources() {
+			_, cas[i], cns[i] = sourceColumns(o.reg.Source)
+		}
+	}
+	var c counters
+	type base struct {
+		old                   *row
+		peerLive, inAddr, inN int64
+		nsExists              bool
+	}
+	bases := make([]base, k)
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN ISOLATION LEVEL READ COMMITTED`)
+	// The lock that orders commits by seq: see the package doc.
+	b.Queue(lockCounters)
+	b.Queue(baseQuery, nss, peers, nows, cps, cas, cns)
+	br := conn.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return err
+	}
+	if err := br.QueryRow().Scan(&c.seq, &c.total, &c.namespaces); err != nil {
+		_ = br.Close()
+		return err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return err
+	}
+	for rows.Next() {
+		var i int64
+		var exp *int64
+		var addr, netwk []byte
+		var bs base
+		if err := rows.Scan(&i, &exp, &addr, &netwk, &bs.peerLive, &bs.inAddr, &bs.inN, &bs.nsExists); err != nil {
+			rows.Close()
+			_ = br.Close()
+			return err
+		}
+		if exp != nil {
+			bs.old = &row{exp: *exp, addr: string(addr), netwk: string(netwk)}
+		}
+		bases[i-1] = bs
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		_ = br.Close()
+		return err
+	}
+	if err := br.Close(); err != nil {
+		return err
+	}
+
+	// The rows as the batch has left them so far, against the rows as
+	// they were, for the keys the batch has written.
+	was := map[key]*row{}
+	is := map[key]*row{}
+	var touched []key
+	nsExists := map[string]bool{}
+	writes := map[key]*write{}
+	var order []key
+	// delta is how the writes so far change a count, at time n, of the
+	// live rows that match.
+	delta := func(n int64, match func(key, *row) bool) int64 {
+		var d int64
+		for _, k := range touched {
+			if r := is[k]; r.exp > n && match(k, r) {
+				d++
+			}
+			if r := was[k]; r != nil && r.exp > n && match(k, r) {
+				d--
+			}
+		}
+		return d
+	}
+	rest := len(ops)
+	for j, o := range ops {
+		reg, lim, n := o.reg, o.lim, o.now
+		kj := key{reg.Namespace, string(reg.Peer)}
+		cur, inBatch := is[kj]
+		if !inBatch {
+			cur = bases[j].old
+		}
+		if _, ok := nsExists[reg.Namespace]; !ok {
+			nsExists[reg.Namespace] = bases[j].nsExists
+		}
+		existing := cur != nil
+		if !existing || cur.exp <= n {
+			// A new live pair: the limits apply.
+			peerLive := bases[j].peerLive + delta(n, func(k key, _ *row) bool { return k.peer == kj.peer })
+			if lim.MaxRegistrationsPerPeer > 0 && peerLive >= int64(lim.MaxRegistrationsPerPeer) {
+				o.err = limitError{store.ErrPeerLimit}
+				continue
+			}
+			var inAddr, inNet int64
+			if cas[j] != nil {
+				a, nw := string(cas[j]), string(cns[j])
+				inAddr = bases[j].inAddr + delta(n, func(_ key, r *row) bool { return r.addr == a })
+				inNet = bases[j].inN + delta(n, func(_ key, r *row) bool { return r.netwk == nw })
+			}
+			if err := lim.CheckQuota(reg.Source, int(inAddr), int(inNet)); err != nil {
+				o.err = limitError{err}
+				continue
+			}
+			st := store.Stats{Registrations: int(c.total), Namespaces: int(c.namespaces)}
+			crowded := lim.MayCrowd(reg.Source, int(inNet)) &&
+				(lim.Crowded(st, false) || (lim.Crowded(st, true) && !nsExists[reg.Namespace]))
+			if crowded || (lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations)) ||
+				(lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces)) {
+				// Deciding needs what expired removed: registerTx does
+				// it, from here on.
+				rest = j
+				break
+			}
+		}
+		c.seq++
+		src, srcAddr, srcNet := sourceColumns(reg.Source)
+		w := writes[kj]
+		if w == nil {
+			w = &write{key: kj, update: bases[j].old != nil}
+			writes[kj] = w
+			order = append(order, kj)
+		}
+		w.seq, w.record, w.exp, w.src, w.srcAddr, w.srcNet = c.seq, reg.Record, horizon.Nanos(reg.Expires), src, srcAddr, srcNet
+		if !existing {
+			c.total++
+			if !nsExists[reg.Namespace] {
+				c.namespaces++
+				nsExists[reg.Namespace] = true
+			}
+		}
+		if !inBatch {
+			was[kj] = bases[j].old
+			touched = append(touched, kj)
+		}
+		is[kj] = &row{exp: w.exp, addr: string(srcAddr), netwk: string(srcNet)}
+		o.seq = c.seq
+	}
+
+	b = &pgx.Batch{}
+	queueWrites(b, order, writes, c)
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	for _, o := range ops[rest:] {
+		seq, err := registerTx(ctx, conn, o.reg, o.lim, o.now)
+		var lim limitError
+		switch {
+		case errors.As(err, &lim):
+			o.err = lim
+		case err != nil:
+			return err
+		default:
+			o.seq = seq
+		}
+	}
+	// COMMIT goes only once every write has succeeded in time: sent with
+	// them, it would still commit them after a timeout here, once whatever
+	// held them up let go.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sent()
+	tag, err := conn.Exec(ctx, `COMMIT`)
+	if err == nil && tag.String() != "COMMIT" {
+		err = fmt.Errorf("transaction ended by %s", tag)
+	}
+	return err
+}
+
+// queueWrites queues the statements that write the registrations of order
+// and set the counter row to c.
+func queueWrites(b *pgx.Batch, order []key, writes map[key]*write, c counters) {
+	var ins, upd []*write
+	perNS := map[string]int64{}
+	for _, k := range order {
+		w := writes[k]
+		if w.update {
+			upd = append(upd, w)
+		} else {
+			ins = append(ins, w)
+			perNS[k.ns]++
+		}
+	}
+	cols := func(ws []*write) []any {
+		nss, peers, records, srcs, addrs, nets := make([][]byte, len(ws)), make([][]byte, len(ws)), make([][]byte, len(ws)),
+			make([][]byte, len(ws)), make([][]byte, len(ws)), make([][]byte, len(ws))
+		seqs, exps := make([]int64, len(ws)), make([]int64, len(ws))
+		for i, w := range ws {
+			nss[i], peers[i], records[i], exps[i], seqs[i] = []byte(w.ns), []byte(w.peer), w.record, w.exp, w.seq
+			srcs[i], addrs[i], nets[i] = w.src, w.srcAddr, w.srcNet
+		}
+		return []any{nss, peers, records, exps, seqs, srcs, addrs, nets}
+	}
+	if len(upd) > 0 {
+		b.Queue(`UPDATE rendezvous_registrations AS r SET seq = x.seq, record = x.record, expires = x.expires,
+			src = x.src, src_addr = x.src_addr, src_net = x.src_net
+			FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])
+				AS x (ns, peer, record, expires, seq, src, src_addr, src_net)
+			WHERE r.ns = x.ns AND r.peer = x.peer`, cols(upd)...)
+	}
+	if len(ins) > 0 {
+		b.Queue(`INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq, src, src_addr, src_net)
+			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])`,
+			cols(ins)...)
+		names, counts := make([][]byte, 0, len(perNS)), make([]int64, 0, len(perNS))
+		for ns, n := range perNS {
+			names, counts = append(names, []byte(ns)), append(counts, n)
+		}
+		b.Queue(`INSERT INTO rendezvous_namespaces AS t (ns, n) SELECT * FROM unnest($1::bytea[], $2::bigint[])
+			ON CONFLICT (ns) DO UPDATE SET n = t.n + excluded.n`, names, counts)
+	}
+	b.Queue(`UPDATE rendezvous_counters SET seq = $1, total = $2, namespaces = $3 WHERE id = 1`, c.seq, c.total, c.namespaces)
+}
+
+// abort rolls back the transaction of conn, or closes conn if that fails,
+// so that the pool does not hand out a connection inside a transaction.
+func (s *Store) abort(conn *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.opTimeout)
+	defer cancel()
+	if _, err := conn.Exec(ctx, `ROLLBACK`); err != nil {
+		_ = conn.Conn().Close(ctx)
+	}
+}
