@@ -10,6 +10,7 @@ import (
 
 	"github.com/rendezvous-p2p/rendezvous/store"
 	"github.com/rendezvous-p2p/rendezvous/store/internal/horizon"
+	"github.com/rendezvous-p2p/rendezvous/store/internal/srccol"
 )
 
 // maxBatch bounds the REGISTERs of one transaction.
@@ -177,7 +178,7 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 			cps[i] = peers[i]
 		}
 		if o.lim.CountsSources() {
-			_, cas[i], cns[i] = sourceColumns(o.reg.Source)
+			_, cas[i], cns[i] = srccol.Columns(o.reg.Source)
 		}
 	}
 	var c counters
@@ -293,7 +294,7 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 			}
 		}
 		c.seq++
-		src, srcAddr, srcNet := sourceColumns(reg.Source)
+		src, srcAddr, srcNet := srccol.Columns(reg.Source)
 		w := writes[kj]
 		if w == nil {
 			w = &write{key: kj, update: bases[j].old != nil}

@@ -140,7 +140,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,6 +151,7 @@ import (
 
 	"github.com/rendezvous-p2p/rendezvous/store"
 	"github.com/rendezvous-p2p/rendezvous/store/internal/horizon"
+	"github.com/rendezvous-p2p/rendezvous/store/internal/srccol"
 )
 
 // ErrClosed is returned by calls on a closed store.
@@ -302,18 +302,6 @@ var migrations = []func(ctx context.Context, tx pgx.Tx) error{
 	},
 }
 
-// sourceColumns are the values of the src, src_addr and src_net columns of
-// a registration from src: the address, and its address and network
-// prefixes (see store.SourcePrefixes), 4 or 16 bytes each; all nil when
-// there is no source.
-func sourceColumns(src netip.Addr) (addr, prefix, network []byte) {
-	a, n, ok := store.SourcePrefixes(src)
-	if !ok {
-		return nil, nil, nil
-	}
-	return src.Unmap().WithZone("").AsSlice(), a.Addr().AsSlice(), n.Addr().AsSlice()
-}
-
 func (s *Store) migrate(ctx context.Context) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -449,7 +437,7 @@ func registerTx(ctx context.Context, tx querier, reg store.Registration, lim sto
 		RETURNING seq, total, namespaces`).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
 		return 0, err
 	}
-	src, srcAddr, srcNet := sourceColumns(reg.Source)
+	src, srcAddr, srcNet := srccol.Columns(reg.Source)
 	countAddr, countNet := srcAddr, srcNet
 	if !lim.CountsSources() {
 		countAddr, countNet = nil, nil // = NULL matches no row: nothing counted

@@ -70,7 +70,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -318,18 +317,6 @@ var migrations = []func(ctx context.Context, c *sql.Conn) error{
 		}
 		return nil
 	},
-}
-
-// sourceColumns are the values of the src, src_addr and src_net columns of
-// a registration from src: the address, and its address and network
-// prefixes (see store.SourcePrefixes), 4 or 16 bytes each; all nil when
-// there is no source.
-func sourceColumns(src netip.Addr) (addr, prefix, network []byte) {
-	a, n, ok := store.SourcePrefixes(src)
-	if !ok {
-		return nil, nil, nil
-	}
-	return src.Unmap().WithZone("").AsSlice(), a.Addr().AsSlice(), n.Addr().AsSlice()
 }
 
 func migrate(ctx context.Context, c *sql.Conn) (err error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rendezvous-p2p/rendezvous/store"
 	"github.com/rendezvous-p2p/rendezvous/store/internal/horizon"
+	"github.com/rendezvous-p2p/rendezvous/store/internal/srccol"
 )
 
 type opKind int
@@ -192,7 +193,7 @@ func (w *writer) register(o *op) error {
 	case err != nil:
 		return err
 	}
-	src, srcAddr, srcNet := sourceColumns(r.Source)
+	src, srcAddr, srcNet := srccol.Columns(r.Source)
 	if !existing || old <= now {
 		// A new live pair: the limits apply.
 		if lim.MaxRegistrationsPerPeer > 0 {
