@@ -54,6 +54,7 @@ type serveConfig struct {
 	store       string
 	benchEcho   bool
 	metricsAddr string
+	pprofAddr   string
 	logFormat   string
 	logLevel    string
 	canvas      bool
@@ -76,6 +77,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.store, "store", "embedded", "where registrations are kept: embedded (in DATA-DIR), memory, or a postgres:// URL")
 	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of 'rendezvous bench --workload echo'")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "HTTP address serving /metrics, /healthz and /readyz (off if empty)")
+	fs.StringVar(&c.pprofAddr, "pprof", "", "HTTP address serving Go's profiles under /debug/pprof/ (off if empty; never expose it)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.canvas, "canvas", false, "also serve "+string(rendezvous.CanvasProtocolID)+" (JavaScript peers' default)")
@@ -285,6 +287,13 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 			return nil, err
 		}
 		closers = append(closers, stopHTTP)
+	}
+	if cfg.pprofAddr != "" {
+		stopPprof, err := servePprof(cfg.pprofAddr, log)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, stopPprof)
 	}
 	ready.Store(true)
 	closers = append(closers, func() { ready.Store(false) })
