@@ -37,8 +37,9 @@ const (
 // go-libp2p's, with l's limits in total and per peer, its per-subnet
 // connection limits and connection rates set to l's, wrapped in a
 // sourceLimiter for the per-source stream limits. Refusals that go-libp2p
-// does not count are counted in reg, if not nil.
-func newResourceManager(l Limits, reg prometheus.Registerer) (network.ResourceManager, error) {
+// does not count are counted in reg, if not nil. go-libp2p reports all its
+// resource-manager metrics if fullMetrics, else those of refusedAndInUse.
+func newResourceManager(l Limits, fullMetrics bool, reg prometheus.Registerer) (network.ResourceManager, error) {
 	var exemptV4, exemptV6 []rcmgr.NetworkPrefixLimit // nil: go-libp2p's loopback exemption
 	exemptRate := []xrate.PrefixLimit{
 		{Prefix: netip.MustParsePrefix("127.0.0.0/8")},
@@ -61,7 +62,8 @@ func newResourceManager(l Limits, reg prometheus.Registerer) (network.ResourceMa
 			GracePeriod: time.Minute,
 		},
 	}
-	inner, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(l.resourceLimits()),
+	limiter := rcmgr.NewFixedLimiter(l.resourceLimits())
+	opts := append(resourceMetricsOptions(fullMetrics, limiter),
 		rcmgr.WithLimitPerSubnet(
 			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: l.ConnsPerIP}, {PrefixLength: 24, ConnCount: l.ConnsPerSubnet}},
 			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 64, ConnCount: l.ConnsPerIP}, {PrefixLength: 48, ConnCount: l.ConnsPerSubnet}},
@@ -69,6 +71,7 @@ func newResourceManager(l Limits, reg prometheus.Registerer) (network.ResourceMa
 		rcmgr.WithNetworkPrefixLimit(exemptV4, exemptV6),
 		rcmgr.WithConnRateLimiters(connRate),
 	)
+	inner, err := rcmgr.NewResourceManager(limiter, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rendezvous-p2p/rendezvous"
+)
+
+// TestRefusalsCountedWithoutResourceMetrics checks that, without
+// --resource-metrics, the resource manager's refusals and the rendezvous
+// streams in use are still in go-libp2p's metrics, and its per-peer ones
+// are not updated.
+func TestRefusalsCountedWithoutResourceMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	rcmgr.MustRegisterWith(reg)
+	l := MachineLimits()
+	l.StreamsPerPeer = 1
+	mgr, err := newResourceManager(l, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Close()
+
+	before := gauge(t, reg, "libp2p_rcmgr_blocked_resources", map[string]string{"dir": "inbound", "scope": "protocol", "resource": "stream"})
+	peerStreams := histogramCount(t, reg, "libp2p_rcmgr_peer_streams")
+	p := peer.ID("a peer")
+	first, err := mgr.OpenStream(p, network.DirInbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Done()
+	if err := first.SetProtocol(rendezvous.ProtocolID); err != nil {
+		t.Fatal(err)
+	}
+	second, err := mgr.OpenStream(p, network.DirInbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Done()
+	if err := second.SetProtocol(rendezvous.ProtocolID); err == nil {
+		t.Fatal("a second rendezvous stream of one peer was let through max-streams-per-peer 1")
+	}
+	if got := gauge(t, reg, "libp2p_rcmgr_blocked_resources", map[string]string{"dir": "inbound", "scope": "protocol", "resource": "stream"}); got != before+1 {
+		t.Errorf("blocked protocol streams: %v, want %v", got, before+1)
+	}
+	if got := gauge(t, reg, "libp2p_rcmgr_streams", map[string]string{"dir": "inbound", "scope": "protocol", "protocol": string(rendezvous.ProtocolID)}); got != 1 {
+		t.Errorf("rendezvous streams in use: %v, want 1", got)
+	}
+	if got := histogramCount(t, reg, "libp2p_rcmgr_peer_streams"); got != peerStreams {
+		t.Errorf("per-peer stream histogram updated (%d observations, was %d)", got, peerStreams)
+	}
+}
+
+// metric is the series of name in reg with labels, or nil.
+func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) *dto.Metric {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue series
+				}
+			}
+			return m
+		}
+	}
+	return nil
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	return metric(t, reg, name, labels).GetGauge().GetValue()
+}
+
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 {
+	t.Helper()
+	var n uint64
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name {
+			for _, m := range f.GetMetric() {
+				n += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return n
+}
