@@ -14,27 +14,17 @@ import (
 	"github.com/rendezvous-p2p/rendezvous/store"
 )
 
-func (s *Server) handleDiscover(ctx context.Context, r Request, req *pb.Message_Discover) *pb.Message_DiscoverResponse {
+func (s *Server) handleDiscover(ctx context.Context, r Request, req *pb.Message_Discover) (*pb.Message, rendezvous.Status) {
 	regs, cookie, err := s.discover(ctx, r.Scope, r.Peer, req)
 	if err != nil {
-		return discoverRefusal(err)
+		return discoverRefusal(err), rendezvous.StatusOf(err)
 	}
-	return &pb.Message_DiscoverResponse{
-		Registrations: regs,
-		Cookie:        cookie.Encode(),
-		Status:        rendezvous.StatusOK.Enum(),
-		StatusText:    proto.String(""),
-	}
+	return newDiscoverAnswer(rendezvous.StatusOK, "", regs, cookie.Encode()), rendezvous.StatusOK
 }
 
 // discoverRefusal is the answer to a DISCOVER refused with err.
-func discoverRefusal(err error) *pb.Message_DiscoverResponse {
-	return &pb.Message_DiscoverResponse{
-		Registrations: []*pb.Message_Register{},
-		Cookie:        []byte{},
-		Status:        rendezvous.StatusOf(err).Enum(),
-		StatusText:    proto.String(errorText(err)),
-	}
+func discoverRefusal(err error) *pb.Message {
+	return newDiscoverAnswer(rendezvous.StatusOf(err), errorText(err), []*pb.Message_Register{}, []byte{})
 }
 
 func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remote peer.ID, req *pb.Message_Discover) ([]*pb.Message_Register, rendezvous.Cookie, error) {
@@ -70,12 +60,13 @@ func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remo
 	}
 	budget := s.rc.MaxDiscoverResponseSize - responseOverhead
 	regs := make([]*pb.Message_Register, 0, len(found))
-	for _, r := range found {
-		reg := &pb.Message_Register{
-			Ns:               proto.String(r.Namespace),
-			SignedPeerRecord: r.Record,
-			Ttl:              proto.Uint64(remainingSeconds(r.Expires, now)),
-		}
+	// The page's messages, in one allocation.
+	items := make([]discovered, len(found))
+	for i, r := range found {
+		it := &items[i]
+		it.ns, it.ttl = r.Namespace, remainingSeconds(r.Expires, now)
+		reg := &it.reg
+		reg.Ns, reg.SignedPeerRecord, reg.Ttl = &it.ns, r.Record, &it.ttl
 		cost := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(reg))
 		if cost > budget {
 			if len(regs) > 0 || cost <= s.rc.MaxDiscoverResponseSize-responseOverhead {

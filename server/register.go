@@ -5,32 +5,22 @@ import (
 	"net/netip"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/store"
 )
 
-func (s *Server) handleRegister(ctx context.Context, r Request, req *pb.Message_Register) *pb.Message_RegisterResponse {
+func (s *Server) handleRegister(ctx context.Context, r Request, req *pb.Message_Register) (*pb.Message, rendezvous.Status) {
 	ttl, err := s.register(ctx, r, req)
 	if err != nil {
-		return registerRefusal(err)
+		return registerRefusal(err), rendezvous.StatusOf(err)
 	}
-	return &pb.Message_RegisterResponse{
-		Status:     rendezvous.StatusOK.Enum(),
-		StatusText: proto.String(""),
-		Ttl:        proto.Uint64(uint64(ttl / time.Second)),
-	}
+	return newRegisterAnswer(rendezvous.StatusOK, "", ttl), rendezvous.StatusOK
 }
 
 // registerRefusal is the answer to a REGISTER refused with err.
-func registerRefusal(err error) *pb.Message_RegisterResponse {
-	return &pb.Message_RegisterResponse{
-		Status:     rendezvous.StatusOf(err).Enum(),
-		StatusText: proto.String(errorText(err)),
-		Ttl:        proto.Uint64(0),
-	}
+func registerRefusal(err error) *pb.Message {
+	return newRegisterAnswer(rendezvous.StatusOf(err), errorText(err), 0)
 }
 
 func (s *Server) register(ctx context.Context, r Request, req *pb.Message_Register) (time.Duration, error) {

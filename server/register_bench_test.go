@@ -3,8 +3,10 @@ package server_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -15,6 +17,7 @@ import (
 	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/server"
+	"github.com/rendezvous-p2p/rendezvous/store"
 	"github.com/rendezvous-p2p/rendezvous/store/memory"
 )
 
@@ -54,5 +57,46 @@ func BenchmarkRegisterRefresh(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkDiscover100 is the point's work for a DISCOVER answered with a
+// page of 100 registrations (the memory store), without the transport.
+//
+//	go test -run '^$' -bench Discover100 -benchmem ./server
+func BenchmarkDiscover100(b *testing.B) {
+	st := memory.New()
+	now := time.Now()
+	for i := range 100 {
+		key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		id, _ := peer.IDFromPrivateKey(key)
+		rec, err := rendezvous.SealPeerRecord(key, []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/192.0.2.%d/tcp/4001", i))}, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, kept, err := rendezvous.VerifyRegistrationRecord(rec, id, server.DefaultResources().MaxRecordSize)
+		if err != nil {
+			b.Fatal(err)
+		}
+		reg := store.Registration{Namespace: "bench", Peer: id, Record: kept, Expires: now.Add(time.Hour)}
+		if _, err := st.Register(context.Background(), reg, store.Limits{}, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	client, _ := peer.Decode("12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf")
+	srv, err := server.New(testhost.New(b), st, server.WithAllowlist(server.Allowlist{Peers: []peer.ID{client}}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	req := &pb.Message{Type: pb.Message_DISCOVER.Enum(), Discover: &pb.Message_Discover{Ns: proto.String("bench"), Limit: proto.Uint64(100)}}
+	for b.Loop() {
+		resp, status := srv.HandleRequest(context.Background(), server.Request{Message: req, Peer: client, Source: netip.MustParseAddr("192.0.2.1")})
+		if status != rendezvous.StatusOK || len(resp.GetDiscoverResponse().GetRegistrations()) != 100 {
+			b.Fatal(status, len(resp.GetDiscoverResponse().GetRegistrations()))
+		}
 	}
 }

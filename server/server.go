@@ -310,21 +310,15 @@ func (s *Server) HandleRequest(ctx context.Context, req Request) (*pb.Message, r
 	m := req.Message
 	switch m.GetType() {
 	case pb.Message_REGISTER:
-		var resp *pb.Message_RegisterResponse
 		if err := s.checkRate(s.registerRate, req); err != nil {
-			resp = registerRefusal(err)
-		} else {
-			resp = s.handleRegister(ctx, req, m.GetRegister())
+			return registerRefusal(err), err.Status
 		}
-		return &pb.Message{Type: pb.Message_REGISTER_RESPONSE.Enum(), RegisterResponse: resp}, resp.GetStatus()
+		return s.handleRegister(ctx, req, m.GetRegister())
 	case pb.Message_DISCOVER:
-		var resp *pb.Message_DiscoverResponse
 		if err := s.checkRate(s.discoverRate, req); err != nil {
-			resp = discoverRefusal(err)
-		} else {
-			resp = s.handleDiscover(ctx, req, m.GetDiscover())
+			return discoverRefusal(err), err.Status
 		}
-		return &pb.Message{Type: pb.Message_DISCOVER_RESPONSE.Enum(), DiscoverResponse: resp}, resp.GetStatus()
+		return s.handleDiscover(ctx, req, m.GetDiscover())
 	case pb.Message_UNREGISTER:
 		if err := s.checkRate(s.registerRate, req); err != nil {
 			return nil, err.Status
@@ -384,9 +378,12 @@ func (s *Server) storeError(t pb.Message_MessageType, err error) *rendezvous.Err
 // storeFault reports whether err, from a store call, is the store's own
 // failure rather than a refusal on a limit.
 func storeFault(err error) bool {
+	if err == nil {
+		return false
+	}
 	var qe *store.QuotaError
 	switch {
-	case err == nil, errors.As(err, &qe), errors.Is(err, store.ErrCrowded),
+	case errors.As(err, &qe), errors.Is(err, store.ErrCrowded),
 		errors.Is(err, store.ErrPeerLimit), errors.Is(err, store.ErrFull):
 		return false
 	}
