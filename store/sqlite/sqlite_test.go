@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -362,6 +363,30 @@ func BenchmarkRegister(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkRefresh/parallel refreshes live registrations from 16
+// goroutines per core, each its own peer in 10 namespaces: the REGISTERs
+// a point mostly receives, which `rendezvous bench --workload register`
+// makes.
+func BenchmarkRefresh(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, fresh(b, 1000), sqlite.WithSweepInterval(0))
+	defer s.Close()
+	record := make([]byte, 200)
+	var next atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		p := peer.ID(fmt.Sprintf("refresh-%d", next.Add(1)))
+		for i := 0; pb.Next(); i++ {
+			r := store.Registration{Namespace: benchNS(i % 10), Peer: p, Record: record, Expires: epoch.Add(time.Hour)}
+			if _, err := s.Register(ctx, r, store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 10_000_000}, epoch); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkDiscover100 discovers a page of 100 in one namespace from a

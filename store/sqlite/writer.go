@@ -49,7 +49,7 @@ type writer struct {
 	stmts []*sql.Stmt
 
 	getKey, peerLive, srcLive, nsExists        *sql.Stmt
-	insert, replace, remove, sweep             *sql.Stmt
+	insert, replace, refresh, remove, sweep    *sql.Stmt
 	nsIncr, nsDecr, nsDelete, putMeta, getMeta *sql.Stmt
 }
 
@@ -75,6 +75,7 @@ func newWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
 	w.nsExists = prep(`SELECT count(*) FROM namespaces WHERE ns = ?`)
 	w.insert = prep(`INSERT INTO regs (seq, ns, peer, record, expires, src, src_addr, src_net) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 	w.replace = prep(`UPDATE regs SET seq = ?, record = ?, expires = ?, src = ?, src_addr = ?, src_net = ? WHERE ns = ? AND peer = ?`)
+	w.refresh = prep(`UPDATE regs SET seq = ?, record = ?, expires = ?, src = ?, src_addr = ?, src_net = ? WHERE ns = ? AND peer = ? AND expires > ?`)
 	w.remove = prep(`DELETE FROM regs WHERE ns = ? AND peer = ? RETURNING ns`)
 	w.sweep = prep(`DELETE FROM regs WHERE seq IN
 		(SELECT seq FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?) RETURNING ns`)
@@ -185,6 +186,23 @@ func (w *writer) apply(o *op) error {
 func (w *writer) register(o *op) error {
 	r, lim, now := o.reg, o.limits, o.now
 	p := []byte(r.Peer)
+	if w.meta.seq == math.MaxInt64 {
+		return errors.New("sequence exhausted")
+	}
+	src, srcAddr, srcNet := srccol.Columns(r.Source)
+	// A refresh of a live registration, most REGISTERs, is one statement:
+	// no limit applies to it.
+	res, err := w.refresh.Exec(w.meta.seq+1, r.Record, horizon.Nanos(r.Expires), src, srcAddr, srcNet, r.Namespace, p, now)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 1 {
+		w.meta.seq++
+		o.seq = uint64(w.meta.seq)
+		return nil
+	}
 	var old int64
 	existing := true
 	switch err := w.getKey.QueryRow(r.Namespace, p).Scan(&old); {
@@ -193,7 +211,6 @@ func (w *writer) register(o *op) error {
 	case err != nil:
 		return err
 	}
-	src, srcAddr, srcNet := srccol.Columns(r.Source)
 	if !existing || old <= now {
 		// A new live pair: the limits apply.
 		if lim.MaxRegistrationsPerPeer > 0 {
@@ -264,9 +281,6 @@ func (w *writer) register(o *op) error {
 				return errLimit{store.ErrCrowded}
 			}
 		}
-	}
-	if w.meta.seq == math.MaxInt64 {
-		return errors.New("sequence exhausted")
 	}
 	seq := w.meta.seq + 1
 	exp := horizon.Nanos(r.Expires)
