@@ -102,3 +102,42 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 
 	}
 	return n
 }
+
+// BenchmarkResourceManagerStream is what the resource manager does for
+// one rendezvous request on its own stream (open, protocol, service, the
+// request buffer reserved and released, done), with go-libp2p's full
+// metrics (--resource-metrics) and with the default ones.
+//
+//	go test -run '^$' -bench ResourceManagerStream -benchmem ./cmd/rendezvous
+func BenchmarkResourceManagerStream(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		full bool
+	}{{"full", true}, {"default", false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			mgr, err := newResourceManager(MachineLimits(), tc.full, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer mgr.Close()
+			p := peer.ID("a peer")
+			for b.Loop() {
+				s, err := mgr.OpenStream(p, network.DirInbound)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := s.SetProtocol(rendezvous.ProtocolID); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.SetService(rendezvous.ServiceName); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.ReserveMemory(200, network.ReservationPriorityAlways); err != nil {
+					b.Fatal(err)
+				}
+				s.ReleaseMemory(200)
+				s.Done()
+			}
+		})
+	}
+}

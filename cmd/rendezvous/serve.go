@@ -79,7 +79,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of 'rendezvous bench --workload echo'")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "HTTP address serving /metrics, /healthz and /readyz (off if empty)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "HTTP address serving Go's profiles under /debug/pprof/ (off if empty; never expose it)")
-	fs.BoolVar(&c.rcMetrics, "resource-metrics", false, "export all of go-libp2p's resource-manager metrics (per-peer histograms, memory); without it only its refusals, connections and streams in use, and limits, which cost the point far less CPU")
+	fs.BoolVar(&c.rcMetrics, "resource-metrics", false, "export all of go-libp2p's resource-manager metrics (per-peer histograms, memory); without it only its refusals, the connections and streams in use, and the limits")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.canvas, "canvas", false, "also serve "+string(rendezvous.CanvasProtocolID)+" (JavaScript peers' default)")
