@@ -19,7 +19,8 @@
 # generator share the machine. Before each step it waits up to QUIET seconds
 # (default 60) for a 1-minute load average under MAXLOAD (default 1.5).
 # Usage: scripts/million.sh [seconds per bench run, default 5] [connections, default "16"]
-#   env: STORES (default "memory embedded"), PEERS (1000), NAMESPACES (1000)
+#   env: STORES (default "memory embedded"), PEERS (1000), NAMESPACES (1000),
+#   SERVE_GOMEMLIMIT (GOMEMLIMIT for serve alone, such as 900MiB; default none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
@@ -55,7 +56,7 @@ rss() { awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } END { printf "VmRSS %.0f MB
 # start_serve STORE LISTEN: starts serve on STORE's data directory, sets pid and point.
 start_serve() {
   : >"$work/addr"
-  "$bin" serve --store "$1" --data-dir "$work/data-$1" --listen "$2" --bench-echo --log-level warn \
+  env ${SERVE_GOMEMLIMIT:+GOMEMLIMIT=$SERVE_GOMEMLIMIT} "$bin" serve --store "$1" --data-dir "$work/data-$1" --listen "$2" --bench-echo --log-level warn \
     --max-registrations $((total + total / 10 + 10000)) --max-registrations-per-peer "$namespaces" \
     --max-namespaces $((namespaces + 1000)) >"$work/addr" 2>>"$work/serve-$1.log" &
   pid=$!
@@ -94,7 +95,7 @@ measure() {
 for st in $stores; do
   start_serve "$st" /ip4/127.0.0.1/tcp/0
   wait_addr "$st"
-  echo "$st: point $point"
+  echo "$st: point $point${SERVE_GOMEMLIMIT:+, serve with GOMEMLIMIT=$SERVE_GOMEMLIMIT}"
   echo "$st: serve RSS empty: $(rss)"
   measure empty
 
