@@ -15,7 +15,8 @@
 #      by 2 s, all of them by 60 s).
 # It prints serve's RSS (VmRSS, and VmHWM the peak) empty, filled and after
 # the runs, the load average before each step, and a Markdown table of ops/s
-# empty and at the fill with their ratio. serve, the filler and the load
+# empty and at the fill with their ratio, also with each over the echo of its
+# phase (the machine's other work moves all three workloads alike). serve, the filler and the load
 # generator share the machine. Before each step it waits up to QUIET seconds
 # (default 60) for a 1-minute load average under MAXLOAD (default 1.5).
 # Usage: scripts/million.sh [seconds per bench run, default 5] [connections, default "16"]
@@ -136,18 +137,20 @@ done
 
 echo "end: load $(load)"
 echo
-echo "| store | conns | workload | empty ops/s | at $total ops/s | at $total / empty |"
-echo "|---|---|---|---|---|---|"
+echo "| store | conns | workload | empty ops/s | at $total ops/s | at $total / empty | the same, each over echo of its phase |"
+echo "|---|---|---|---|---|---|---|"
 for st in $stores; do
   for c in $conns; do
     for w in register discover discover-filled echo; do
       e=${rate[$st,empty,$c,$w]:-${rate[$st,empty,$c,discover]}}
       f=${rate[$st,full,$c,$w]}
       python3 -c 'import sys
-st, c, w, e, f = sys.argv[1:]
+st, c, w, e, f, ee, fe = sys.argv[1:]
 try: r = f"{float(f) / float(e):.2f}"
 except ValueError: r = "?"
-print(f"| {st} | {c} | {w} | {e} | {f} | {r} |")' "$st" "$c" "$w" "$e" "$f"
+try: n = f"{(float(f) / float(fe)) / (float(e) / float(ee)):.2f}"
+except ValueError: n = "?"
+print(f"| {st} | {c} | {w} | {e} | {f} | {r} | {n} |")' "$st" "$c" "$w" "$e" "$f" "${rate[$st,empty,$c,echo]}" "${rate[$st,full,$c,echo]}"
     done
   done
 done
