@@ -4,7 +4,9 @@
 # per-source quota or rate) with room for PEERS × NAMESPACES registrations
 # and a tenth (and 10,000) more, then:
 #   1. measures register, discover and echo with `rendezvous bench` on the
-#      empty point (10 namespaces bench-0..9, DISCOVER limit 100);
+#      empty point (10 namespaces bench-0..9, DISCOVER limit 100); unless
+#      PAGES=0, 100 peers register in them first, so that its DISCOVERs get
+#      full pages of 100 as at the fill;
 #   2. fills it over libp2p with internal/fillpoint (PEERS peers, each its own
 #      host, REGISTERing in NAMESPACES namespaces fill-0..fill-N-1, 32 at once);
 #   3. measures the same again, plus "discover-filled": DISCOVERs (limit 100)
@@ -98,6 +100,13 @@ for st in $stores; do
   wait_addr "$st"
   echo "$st: point $point${SERVE_GOMEMLIMIT:+, serve with GOMEMLIMIT=$SERVE_GOMEMLIMIT}"
   echo "$st: serve RSS empty: $(rss)"
+  if [ "${PAGES:-1}" = 1 ]; then
+    # About 100 peers in each bench namespace, so that DISCOVERs get pages of
+    # 100 on the "empty" point as at the fill: 100 peers, 5000 REGISTERs in 10
+    # namespaces at random (each peer misses one with odds 0.9^50).
+    timeout 300 "$bin" bench --point "$point" --workload register --conns 100 --ops 5000 --duration 240s --quiet >/dev/null
+    echo "$st: 100 peers registered in bench-0..9 (pages of up to 100 before the fill too)"
+  fi
   measure empty
 
   quiet
