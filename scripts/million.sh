@@ -53,8 +53,12 @@ quiet() {
     sleep 5
   done
 }
-# rss prints serve's VmRSS and VmHWM in MB.
-rss() { awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } END { printf "VmRSS %.0f MB, VmHWM %.0f MB", r / 1000, h / 1000 }' "/proc/$pid/status"; }
+# rss prints serve's VmRSS and VmHWM in MB, and VmRSS's anonymous and
+# file-backed parts (the embedded store maps its database file).
+rss() {
+  awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } /^RssAnon/ { a = $2 } /^RssFile/ { f = $2 }
+    END { printf "VmRSS %.0f MB (anon %.0f, file %.0f), VmHWM %.0f MB", r / 1000, a / 1000, f / 1000, h / 1000 }' "/proc/$pid/status"
+}
 
 # start_serve STORE LISTEN: starts serve on STORE's data directory, sets pid and point.
 start_serve() {
