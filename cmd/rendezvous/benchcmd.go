@@ -35,6 +35,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to run")
 	fs.IntVar(&cfg.Ops, "ops", 0, "stop after this many operations (0: run for --duration)")
 	fs.IntVar(&cfg.Namespaces, "namespaces", 10, "namespaces to spread the load over")
+	fs.StringVar(&cfg.NamespacePrefix, "ns-prefix", bench.DefaultNamespacePrefix, "namespace i is this prefix followed by i")
 	fs.StringVar(&workload, "workload", "mixed", "register, discover, mixed (half each) or echo (needs serve --bench-echo)")
 	fs.IntVar(&cfg.DiscoverLimit, "limit", 100, "limit of each DISCOVER")
 	fs.StringVar(&proto, "protocol", string(rendezvous.ProtocolID), "rendezvous protocol ID")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,10 @@ type Config struct {
 	Ops int
 	// Namespaces is the number of namespaces to spread the load over.
 	Namespaces int
+	// NamespacePrefix names them: namespace i is NamespacePrefix followed by
+	// i in decimal ("bench-" if empty). "fill-" aims at the namespaces
+	// internal/fillpoint fills.
+	NamespacePrefix string
 	// Workload is what to ask.
 	Workload Workload
 	// DiscoverLimit is the limit of each DISCOVER.
@@ -90,6 +95,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	if cfg.Protocol == "" {
 		cfg.Protocol = rendezvous.ProtocolID
+	}
+	if cfg.NamespacePrefix == "" {
+		cfg.NamespacePrefix = DefaultNamespacePrefix
 	}
 	workers, err := connect(ctx, cfg)
 	defer func() {
@@ -230,7 +238,7 @@ func newWorker(ctx context.Context, cfg Config, seed uint64) (*worker, error) {
 		w.registers = append(w.registers, &pb.Message{
 			Type: pb.Message_REGISTER.Enum(),
 			Register: &pb.Message_Register{
-				Ns:               proto.String(namespace(i)),
+				Ns:               proto.String(namespace(cfg.NamespacePrefix, i)),
 				SignedPeerRecord: rec,
 				Ttl:              proto.Uint64(uint64(rendezvous.DefaultTTL / time.Second)),
 			},
@@ -239,7 +247,10 @@ func newWorker(ctx context.Context, cfg Config, seed uint64) (*worker, error) {
 	return w, nil
 }
 
-func namespace(i int) string { return fmt.Sprintf("bench-%d", i) }
+// DefaultNamespacePrefix names the namespaces of a run told none.
+const DefaultNamespacePrefix = "bench-"
+
+func namespace(prefix string, i int) string { return prefix + strconv.Itoa(i) }
 
 // do sends one request on a stream of its own, as clients do, and reads the
 // answer.
@@ -251,10 +262,10 @@ func (w *worker) do(ctx context.Context, cfg Config) error {
 	case WorkloadEcho:
 		id = EchoProtocolID
 	case WorkloadDiscover:
-		req = discover(k, cfg.DiscoverLimit)
+		req = discover(namespace(cfg.NamespacePrefix, k), cfg.DiscoverLimit)
 	case WorkloadMixed:
 		if w.rng.IntN(2) == 0 {
-			req = discover(k, cfg.DiscoverLimit)
+			req = discover(namespace(cfg.NamespacePrefix, k), cfg.DiscoverLimit)
 		}
 	}
 	s, err := w.host.NewStream(ctx, w.point, id)
@@ -287,14 +298,14 @@ func (w *worker) do(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// discover is a DISCOVER of bench namespace k with an explicit, nonzero
-// limit and no cookie field, as every implementation reads it.
-func discover(k, limit int) *pb.Message {
+// discover is a DISCOVER of namespace ns with an explicit, nonzero limit and
+// no cookie field, as every implementation reads it.
+func discover(ns string, limit int) *pb.Message {
 	if limit <= 0 {
 		limit = 1000
 	}
 	return &pb.Message{
 		Type:     pb.Message_DISCOVER.Enum(),
-		Discover: &pb.Message_Discover{Ns: proto.String(namespace(k)), Limit: proto.Uint64(uint64(limit))},
+		Discover: &pb.Message_Discover{Ns: proto.String(ns), Limit: proto.Uint64(uint64(limit))},
 	}
 }

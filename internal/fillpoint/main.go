@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,8 +136,9 @@ func fill(ctx context.Context, cfg config, progress func(done int64)) (int64, er
 	return done.Load(), firstErr
 }
 
-// namespace is the name of namespace k.
-func namespace(k int) string { return fmt.Sprintf("fill-%04d", k) }
+// namespace is the name of namespace k: fill-0 to fill-999 for 1000, the
+// names `rendezvous bench --ns-prefix fill- --namespaces 1000` aims at.
+func namespace(k int) string { return "fill-" + strconv.Itoa(k) }
 
 // registerPeer makes peer i: a host of its own, connected to the point,
 // registering in every namespace on one stream.
