@@ -9,7 +9,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"flag"
 	"fmt"
 	"io"
@@ -24,16 +23,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/sec"
 	"github.com/libp2p/go-libp2p/core/transport"
-	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
-	"github.com/libp2p/go-libp2p/p2p/net/upgrader"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
-	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/rendezvous-p2p/rendezvous/internal/rawconn"
 )
 
 func main() {
@@ -109,13 +102,12 @@ func run(ctx context.Context, bin string, n, workers int, hold time.Duration) er
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				c, err := dial(ctx, point, sourceAddr(i))
+				c, err := rawconn.Dial(ctx, point, sourceAddr(i), nil, 30*time.Second)
 				if err != nil {
 					failed.Add(1)
 					firstEr.CompareAndSwap(nil, err.Error())
 					continue
 				}
-				go refuseStreams(c)
 				mu.Lock()
 				conns = append(conns, c)
 				mu.Unlock()
@@ -154,46 +146,6 @@ func run(ctx context.Context, bin string, n, workers int, hold time.Duration) er
 // sourceAddr is the i-th client address: 127.10.y.z, 250 to a /24.
 func sourceAddr(i int) net.IP {
 	return net.IPv4(127, byte(10+i/62500), byte(i/250%250), byte(i%250+1))
-}
-
-// dial opens a Noise and yamux connection to point from local, as a new peer.
-func dial(ctx context.Context, point *peer.AddrInfo, local net.IP) (transport.CapableConn, error) {
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	muxers := []upgrader.StreamMuxer{{ID: yamux.ID, Muxer: yamux.DefaultTransport}}
-	security, err := noise.New(noise.ID, key, muxers)
-	if err != nil {
-		return nil, err
-	}
-	rm := &network.NullResourceManager{}
-	up, err := upgrader.New([]sec.SecureTransport{security}, muxers, nil, rm, nil)
-	if err != nil {
-		return nil, err
-	}
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: local}, Timeout: 30 * time.Second}
-	tpt, err := tcp.NewTCPTransport(up, rm, nil, tcp.WithDialerForAddr(func(ma.Multiaddr) (tcp.ContextDialer, error) {
-		return dialer, nil
-	}))
-	if err != nil {
-		return nil, err
-	}
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return tpt.Dial(dctx, point.Addrs[0], point.ID)
-}
-
-// refuseStreams resets every stream the point opens (identify), as a
-// client that serves nothing does.
-func refuseStreams(c transport.CapableConn) {
-	for {
-		s, err := c.AcceptStream()
-		if err != nil {
-			return
-		}
-		_ = s.Reset()
-	}
 }
 
 // usage is what serve holds at a moment.

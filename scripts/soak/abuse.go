@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/internal/rawconn"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 )
 
@@ -199,7 +200,7 @@ func fill(ctx context.Context, point *peer.AddrInfo, t *tally, ids []identity, a
 }
 
 func fillVisit(ctx context.Context, point *peer.AddrInfo, t *tally, id identity, round, perVisit int) {
-	c, err := dialAs(ctx, point, id.ip, id.key)
+	c, err := rawconn.Dial(ctx, point, id.ip, id.key, dialTimeout)
 	if err != nil {
 		if ctx.Err() == nil {
 			t.add("connections refused")
@@ -243,7 +244,7 @@ func fillVisit(ctx context.Context, point *peer.AddrInfo, t *tally, id identity,
 // streams at once, each answer read before the next request.
 func flood(ctx context.Context, point *peer.AddrInfo, t *tally, ip net.IP, streams int) {
 	for dials := 0; ctx.Err() == nil && dials < maxDialsPerPeer; dials++ {
-		c, err := dialAs(ctx, point, ip, nil)
+		c, err := rawconn.Dial(ctx, point, ip, nil, dialTimeout)
 		if err != nil {
 			if ctx.Err() == nil {
 				t.add("connections refused")
@@ -296,7 +297,7 @@ func holdStreams(ctx context.Context, point *peer.AddrInfo, t *tally, ips []net.
 		for range peers {
 			wg.Go(func() {
 				for dials := 0; ctx.Err() == nil && dials < maxDialsPerPeer; dials++ {
-					c, err := dialAs(ctx, point, ip, nil)
+					c, err := rawconn.Dial(ctx, point, ip, nil, dialTimeout)
 					if err != nil {
 						if ctx.Err() == nil {
 							t.add("connections refused")
@@ -434,7 +435,7 @@ func malformed(ctx context.Context, point *peer.AddrInfo, t *tally, ips []net.IP
 	for _, ip := range ips {
 		wg.Go(func() {
 			for dials := 0; ctx.Err() == nil && dials < maxDialsPerPeer; dials++ {
-				c, err := dialAs(ctx, point, ip, nil)
+				c, err := rawconn.Dial(ctx, point, ip, nil, dialTimeout)
 				if err != nil {
 					if ctx.Err() == nil {
 						t.add("connections refused")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -11,74 +10,21 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/sec"
 	"github.com/libp2p/go-libp2p/core/transport"
-	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
-	"github.com/libp2p/go-libp2p/p2p/net/upgrader"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-msgio"
-	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 )
 
-// The abusers speak to the point over raw go-libp2p connections (Noise and
-// yamux over TCP, as scripts/connload does) so that they control every
-// byte of a stream, multistream negotiation included.
+// The abusers speak to the point over raw go-libp2p connections
+// (internal/rawconn) so that they control every byte of a stream,
+// multistream negotiation included.
 
 // multistreamID is the header of multistream-select.
 const multistreamID = "/multistream/1.0.0"
-
-// dialAs opens a Noise and yamux connection to point from local as the peer
-// of key (a new peer if key is nil). The streams the point opens on it
-// (identify) are reset, as a client that serves nothing does.
-func dialAs(ctx context.Context, point *peer.AddrInfo, local net.IP, key crypto.PrivKey) (transport.CapableConn, error) {
-	if key == nil {
-		var err error
-		if key, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
-			return nil, err
-		}
-	}
-	muxers := []upgrader.StreamMuxer{{ID: yamux.ID, Muxer: yamux.DefaultTransport}}
-	security, err := noise.New(noise.ID, key, muxers)
-	if err != nil {
-		return nil, err
-	}
-	rm := &network.NullResourceManager{}
-	up, err := upgrader.New([]sec.SecureTransport{security}, muxers, nil, rm, nil)
-	if err != nil {
-		return nil, err
-	}
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: local}, Timeout: 20 * time.Second}
-	tpt, err := tcp.NewTCPTransport(up, rm, nil, tcp.WithDialerForAddr(func(ma.Multiaddr) (tcp.ContextDialer, error) {
-		return dialer, nil
-	}))
-	if err != nil {
-		return nil, err
-	}
-	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	c, err := tpt.Dial(dctx, point.Addrs[0], point.ID)
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		for {
-			s, err := c.AcceptStream()
-			if err != nil {
-				return
-			}
-			_ = s.Reset()
-		}
-	}()
-	return c, nil
-}
 
 // negotiate agrees on protocol id over s with multistream-select, as the
 // dialer: the header and the protocol, then the point's echo of both.
@@ -220,3 +166,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// dialTimeout bounds opening one abuser's connection.
+const dialTimeout = 20 * time.Second
