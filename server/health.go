@@ -16,25 +16,14 @@ var ErrWritesFailing = errors.New("rendezvous server: the store is failing write
 // point is unhealthy from a write that failed for the store's sake (not a
 // refusal on a limit) until a write succeeds again.
 type storeHealth struct {
-	mu       sync.Mutex
-	failing  bool
-	since    time.Time
-	lastErr  error
-	failures uint64
+	mu      sync.Mutex
+	lastErr error // of the last write; nil if it succeeded
 }
 
-func (h *storeHealth) wrote(err error, now time.Time) {
+func (h *storeHealth) wrote(err error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err == nil {
-		h.failing = false
-		return
-	}
-	if !h.failing {
-		h.failing, h.since = true, now
-	}
 	h.lastErr = err
-	h.failures++
+	h.mu.Unlock()
 }
 
 // Healthy reports whether the point can serve: nil, or ErrWritesFailing
@@ -45,7 +34,7 @@ func (h *storeHealth) wrote(err error, now time.Time) {
 func (s *Server) Healthy() error {
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()
-	if s.health.failing {
+	if s.health.lastErr != nil {
 		return errors.Join(ErrWritesFailing, s.health.lastErr)
 	}
 	return nil

@@ -392,11 +392,10 @@ func storeFault(err error) bool {
 
 // wrote records the outcome of a write to the store for Healthy.
 func (s *Server) wrote(err error) {
-	if storeFault(err) {
-		s.health.wrote(err, s.now())
-	} else {
-		s.health.wrote(nil, s.now())
+	if !storeFault(err) {
+		err = nil // the store answered: a refusal on a limit is no fault
 	}
+	s.health.wrote(err)
 }
 
 // quotaRefusal names the quota of qe.
