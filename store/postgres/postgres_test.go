@@ -177,29 +177,7 @@ func TestLimitsAcrossPoints(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	regs, err := stores[0].Discover(ctx, nil, "", 0, 1000, epoch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	per := map[peer.ID]int{}
-	for _, r := range regs {
-		per[r.Peer]++
-	}
-	for p, n := range per {
-		if n > perPeer {
-			t.Errorf("%s has %d registrations, above %d", p, n, perPeer)
-		}
-	}
-	if len(regs) != total || ok.Load() != total {
-		t.Fatalf("%d registrations (%d accepted), want the total limit %d", len(regs), ok.Load(), total)
-	}
-	st, err := stores[1].Stats(ctx, epoch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Registrations != total {
-		t.Fatalf("stats %+v", st)
-	}
+	checkLimitsHeld(t, stores, perPeer, total, ok.Load())
 }
 
 // TestPeerCapAcrossPoints: one peer, two points, many goroutines, fresh
