@@ -119,6 +119,8 @@ type sourceLimiter struct {
 func (sl *sourceLimiter) OpenConnection(dir network.Direction, usefd bool, endpoint ma.Multiaddr) (network.ConnManagementScope, error) {
 	scope, err := sl.ResourceManager.OpenConnection(dir, usefd, endpoint)
 	if err != nil {
+		// go-libp2p exports no error values for these: its texts are all
+		// there is to tell them apart.
 		switch msg := err.Error(); {
 		case strings.Contains(msg, "rate limit exceeded"):
 			sl.refused.WithLabelValues(refusedConnRate).Inc()
