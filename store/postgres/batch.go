@@ -1,9 +1,12 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -13,15 +16,15 @@ import (
 	"github.com/rendezvous-p2p/rendezvous/store/internal/srccol"
 )
 
-// maxBatch bounds the REGISTERs of one transaction.
-const maxBatch = 256
+// maxBatch bounds the REGISTERs of one transaction. Each takes up to four
+// advisory locks, which the database keeps in its lock table
+// (max_locks_per_transaction times max_connections entries).
+const maxBatch = 128
 
-// batchWriters is the number of writer goroutines of a point: while one
-// batch commits, the next is sent and waits for the counter row, so the row
-// passes from one commit to the next batch's reads without a round trip
-// between them. A writer collects its batch only once the other has sent
-// its COMMIT (Store.turn), so that the batch takes every REGISTER queued
-// until the lock may be had.
+// batchWriters is the number of writer goroutines of a point, and so of its
+// batches in flight at once. A writer collects its batch only once the
+// previous one holds its locks and has read what it needs (Store.turn), so
+// that the batch takes every REGISTER queued until then.
 const batchWriters = 2
 
 // op is one REGISTER handed to the writer goroutine.
@@ -68,7 +71,7 @@ func (s *Store) writeLoop() {
 }
 
 // runBatch applies batch and answers every op in it, giving up the turn
-// when the batch sends its COMMIT or fails. If the transaction
+// once the batch holds its locks and has read what it needs, or fails. If the transaction
 // fails, every op not refused on a limit gets the error: none is
 // acknowledged.
 func (s *Store) runBatch(ctx context.Context, batch []*op) {
@@ -126,7 +129,7 @@ type row struct {
 // write is the final state of one registration written by a batch.
 type write struct {
 	key
-	seq                  int64
+	k                    int64 // the sequence number is base + xid<<seqShift + k
 	record               []byte
 	exp                  int64
 	src, srcAddr, srcNet []byte
@@ -148,16 +151,19 @@ FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bytea[], $6
 LEFT JOIN rendezvous_registrations r ON r.ns = x.ns AND r.peer = x.peer
 ORDER BY x.i`
 
-// applyBatch applies ops in one transaction holding the counter row, as if
-// they came one after the other in order: each is checked against the
-// limits as they stand after the ones before it. It reads the database once
-// for the whole batch, under the lock, and applies the changes of the
-// earlier ops of the batch in memory; an op that would need expired rows
-// removed to be decided (a total, namespace or crowding limit apparently
-// reached) and the ones after it go one at a time through registerTx,
-// after the writes so far. On success every op has its seq or its
-// limitError. It calls sent when it sends the COMMIT.
-func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err error) {
+// applyBatch applies ops in one transaction as if they came one after the
+// other in order: each is checked against the limits as they stand after
+// the ones before it. It reads the database once for the whole batch and
+// applies the changes of the earlier ops of the batch in memory. It first
+// tries the batch as an overlapping writer (shared global lock, a lock of
+// each peer, source prefix and namespace it touches); if the totals are
+// within reach of a global limit it rolls back and applies the batch again
+// alone (exclusive global lock), where an op that needs expired rows
+// removed to be decided and the ones after it go one at a time through
+// registerTx. On success every op has its seq or its limitError. It calls
+// started once the batch holds its locks and has read what it needs, so
+// that the next batch may be collected and overlap it.
+func (s *Store) applyBatch(ctx context.Context, ops []*op, started func()) (err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -168,17 +174,42 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 		}
 		conn.Release()
 	}()
+	err = s.applyIn(ctx, conn, ops, false, started)
+	if errors.Is(err, errNearLimit) {
+		s.abort(conn)
+		for _, o := range ops {
+			o.seq, o.err = 0, nil
+		}
+		err = s.applyIn(ctx, conn, ops, true, started)
+	}
+	return err
+}
 
+// errNearLimit makes an overlapping batch start again alone.
+var errNearLimit = errors.New("near a global limit")
+
+// applyIn runs the transaction of applyBatch on conn, alone (holding the
+// global lock exclusively) or overlapping others. Overlapping, it returns
+// errNearLimit, with the transaction still open, if the batch must be
+// applied alone.
+func (s *Store) applyIn(ctx context.Context, conn *pgxpool.Conn, ops []*op, alone bool, started func()) error {
 	k := len(ops)
 	nss, peers, cps, cas, cns := make([][]byte, k), make([][]byte, k), make([][]byte, k), make([][]byte, k), make([][]byte, k)
 	nows := make([]int64, k)
+	var locks keyLocks
 	for i, o := range ops {
 		nss[i], peers[i], nows[i] = []byte(o.reg.Namespace), []byte(o.reg.Peer), o.now
 		if o.lim.MaxRegistrationsPerPeer > 0 {
 			cps[i] = peers[i]
 		}
+		locks.add(kindPeer, peers[i], false)
+		locks.add(kindNamespace, nss[i], true)
 		if o.lim.CountsSources() {
 			_, cas[i], cns[i] = srccol.Columns(o.reg.Source)
+			if cas[i] != nil {
+				locks.add(kindAddr, cas[i], false)
+				locks.add(kindNet, cns[i], false)
+			}
 		}
 	}
 	var c counters
@@ -190,15 +221,27 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 	bases := make([]base, k)
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN ISOLATION LEVEL READ COMMITTED`)
-	// The lock that orders commits by seq: see the package doc.
-	b.Queue(lockCounters)
+	if alone {
+		b.Queue(`SELECT pg_advisory_xact_lock($1)`, globalLock)
+	} else {
+		b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, globalLock)
+		hi, lo, shared := locks.args()
+		b.Queue(lockKeys, hi, lo, shared)
+	}
+	b.Queue(readCounters)
 	b.Queue(baseQuery, nss, peers, nows, cps, cas, cns)
 	br := conn.SendBatch(ctx, b)
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
-		return err
+	execs := 2
+	if !alone {
+		execs = 3
 	}
-	if err := br.QueryRow().Scan(&c.seq, &c.total, &c.namespaces); err != nil {
+	for range execs {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
+	if err := br.QueryRow().Scan(&c.total, &c.namespaces); err != nil {
 		_ = br.Close()
 		return err
 	}
@@ -230,6 +273,18 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 	if err := br.Close(); err != nil {
 		return err
 	}
+	if !alone {
+		for _, o := range ops {
+			if !s.farFromLimits(o.lim, c) {
+				return errNearLimit
+			}
+		}
+	}
+	started()
+	// The k-th registration written gets sequence number
+	// s.base + xid<<seqShift + k (see the package doc): the writes compute
+	// it, once they have made the transaction's id.
+	var seqs seqAllocator
 
 	// The rows as the batch has left them so far, against the rows as
 	// they were, for the keys the batch has written.
@@ -287,13 +342,17 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 				(lim.Crowded(st, false) || (lim.Crowded(st, true) && !nsExists[reg.Namespace]))
 			if crowded || (lim.MaxRegistrations > 0 && c.total >= int64(lim.MaxRegistrations)) ||
 				(lim.MaxNamespaces > 0 && c.namespaces >= int64(lim.MaxNamespaces)) {
+				if !alone {
+					// Cannot happen far from the limits; alone is safe.
+					return errNearLimit
+				}
 				// Deciding needs what expired removed: registerTx does
 				// it, from here on.
 				rest = j
 				break
 			}
 		}
-		c.seq++
+		seq := seqs.take()
 		src, srcAddr, srcNet := srccol.Columns(reg.Source)
 		w := writes[kj]
 		if w == nil {
@@ -301,7 +360,7 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 			writes[kj] = w
 			order = append(order, kj)
 		}
-		w.seq, w.record, w.exp, w.src, w.srcAddr, w.srcNet = c.seq, reg.Record, horizon.Nanos(reg.Expires), src, srcAddr, srcNet
+		w.k, w.record, w.exp, w.src, w.srcAddr, w.srcNet = seq, reg.Record, horizon.Nanos(reg.Expires), src, srcAddr, srcNet
 		if !existing {
 			c.total++
 			if !nsExists[reg.Namespace] {
@@ -314,16 +373,20 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 			touched = append(touched, kj)
 		}
 		is[kj] = &row{exp: w.exp, addr: string(srcAddr), netwk: string(srcNet)}
-		o.seq = c.seq
+		o.seq = seq
 	}
 
 	b = &pgx.Batch{}
-	queueWrites(b, order, writes, c)
+	shard := int32(1)
+	if !alone {
+		shard = 1 + rand.Int32N(counterShards)
+	}
+	queueWrites(b, order, writes, shard, s.base)
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}
 	for _, o := range ops[rest:] {
-		seq, err := registerTx(ctx, conn, o.reg, o.lim, o.now)
+		seq, err := registerTx(ctx, conn, o.reg, o.lim, o.now, s.base, seqs.take())
 		var lim limitError
 		switch {
 		case errors.As(err, &lim):
@@ -334,13 +397,23 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 			o.seq = seq
 		}
 	}
+	if seqs.next > 0 {
+		var xid int64
+		if err := conn.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&xid); err != nil {
+			return err
+		}
+		for _, o := range ops {
+			if o.err == nil {
+				o.seq += s.base + xid<<seqShift
+			}
+		}
+	}
 	// COMMIT goes only once every write has succeeded in time: sent with
 	// them, it would still commit them after a timeout here, once whatever
 	// held them up let go.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sent()
 	tag, err := conn.Exec(ctx, `COMMIT`)
 	if err == nil && tag.String() != "COMMIT" {
 		err = fmt.Errorf("transaction ended by %s", tag)
@@ -348,50 +421,81 @@ func (s *Store) applyBatch(ctx context.Context, ops []*op, sent func()) (err err
 	return err
 }
 
-// queueWrites queues the statements that write the registrations of order
-// and set the counter row to c.
-func queueWrites(b *pgx.Batch, order []key, writes map[key]*write, c counters) {
+// farFromLimits reports whether an overlapping batch may decide lim with the
+// totals c it read: whatever the batches in flight add (at most
+// s.inflight), no global limit or crowding threshold of lim can be reached.
+func (s *Store) farFromLimits(lim store.Limits, c counters) bool {
+	fits := func(limit int, have int64) bool { return limit <= 0 || have+s.inflight < int64(limit) }
+	ok := fits(lim.MaxRegistrations, c.total) && fits(lim.MaxNamespaces, c.namespaces)
+	if lim.CrowdedShare > 0 {
+		ok = ok && fits(lim.CrowdedRegistrations, c.total) && fits(lim.CrowdedNamespaces, c.namespaces)
+	}
+	return ok
+}
+
+// seqAllocator numbers the registrations a transaction writes, from 1.
+type seqAllocator struct{ next int64 }
+
+func (a *seqAllocator) take() int64 {
+	a.next++
+	return a.next
+}
+
+// queueWrites queues the statements that write the registrations of order,
+// add the namespaces new to the store, and add what they add to the counter
+// row shard.
+func queueWrites(b *pgx.Batch, order []key, writes map[key]*write, shard int32, base int64) {
 	var ins, upd []*write
-	perNS := map[string]int64{}
+	newNS := map[string]bool{}
 	for _, k := range order {
 		w := writes[k]
 		if w.update {
 			upd = append(upd, w)
 		} else {
 			ins = append(ins, w)
-			perNS[k.ns]++
+			newNS[k.ns] = true
 		}
 	}
 	cols := func(ws []*write) []any {
 		nss, peers, records, srcs, addrs, nets := make([][]byte, len(ws)), make([][]byte, len(ws)), make([][]byte, len(ws)),
 			make([][]byte, len(ws)), make([][]byte, len(ws)), make([][]byte, len(ws))
-		seqs, exps := make([]int64, len(ws)), make([]int64, len(ws))
+		ks, exps := make([]int64, len(ws)), make([]int64, len(ws))
 		for i, w := range ws {
-			nss[i], peers[i], records[i], exps[i], seqs[i] = []byte(w.ns), []byte(w.peer), w.record, w.exp, w.seq
+			nss[i], peers[i], records[i], exps[i], ks[i] = []byte(w.ns), []byte(w.peer), w.record, w.exp, w.k
 			srcs[i], addrs[i], nets[i] = w.src, w.srcAddr, w.srcNet
 		}
-		return []any{nss, peers, records, exps, seqs, srcs, addrs, nets}
+		return []any{nss, peers, records, exps, ks, srcs, addrs, nets, base}
 	}
 	if len(upd) > 0 {
-		b.Queue(`UPDATE rendezvous_registrations AS r SET seq = x.seq, record = x.record, expires = x.expires,
+		b.Queue(`UPDATE rendezvous_registrations AS r SET seq = `+seqOf("x.k")+`, record = x.record, expires = x.expires,
 			src = x.src, src_addr = x.src_addr, src_net = x.src_net
 			FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])
-				AS x (ns, peer, record, expires, seq, src, src_addr, src_net)
+				AS x (ns, peer, record, expires, k, src, src_addr, src_net)
 			WHERE r.ns = x.ns AND r.peer = x.peer`, cols(upd)...)
 	}
 	if len(ins) > 0 {
 		b.Queue(`INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq, src, src_addr, src_net)
-			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])`,
+			SELECT x.ns, x.peer, x.record, x.expires, `+seqOf("x.k")+`, x.src, x.src_addr, x.src_net
+			FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])
+				AS x (ns, peer, record, expires, k, src, src_addr, src_net)`,
 			cols(ins)...)
-		names, counts := make([][]byte, 0, len(perNS)), make([]int64, 0, len(perNS))
-		for ns, n := range perNS {
-			names, counts = append(names, []byte(ns)), append(counts, n)
+		// In the order of their bytes, as every writer: two writers that
+		// add the same new namespaces wait for each other in one order.
+		names := make([][]byte, 0, len(newNS))
+		for ns := range newNS {
+			names = append(names, []byte(ns))
 		}
-		b.Queue(`INSERT INTO rendezvous_namespaces AS t (ns, n) SELECT * FROM unnest($1::bytea[], $2::bigint[])
-			ON CONFLICT (ns) DO UPDATE SET n = t.n + excluded.n`, names, counts)
+		slices.SortFunc(names, bytes.Compare)
+		b.Queue(addCounts, shard, int64(len(ins)), names)
 	}
-	b.Queue(`UPDATE rendezvous_counters SET seq = $1, total = $2, namespaces = $3 WHERE id = 1`, c.seq, c.total, c.namespaces)
 }
+
+// addCounts adds the namespaces $3 that are new to the store and adds
+// registrations ($2) and new namespaces to counter row $1.
+const addCounts = `WITH n AS (
+	INSERT INTO rendezvous_namespaces (ns) SELECT * FROM unnest($3::bytea[]) ON CONFLICT DO NOTHING RETURNING 1
+)
+UPDATE rendezvous_counters SET total = total + $2, namespaces = namespaces + (SELECT count(*) FROM n) WHERE id = $1`
 
 // abort rolls back the transaction of conn, or closes conn if that fails,
 // so that the pool does not hand out a connection inside a transaction.

@@ -310,9 +310,10 @@ func TestBatchFullOfExpired(t *testing.T) {
 	}
 }
 
-// TestBatchFails: while another transaction holds the row of a namespace,
-// 32 REGISTERs into it are decided but cannot be written: their batches
-// time out, every one of them gets ErrUnavailable, and none is stored.
+// TestBatchFails: while another transaction holds the registrations table
+// against writes, 32 REGISTERs are decided but cannot be written: their
+// batches time out, every one of them gets ErrUnavailable, and none is
+// stored.
 func TestBatchFails(t *testing.T) {
 	t.Parallel()
 	dsn, schema := newSchema(t)
@@ -330,7 +331,7 @@ func TestBatchFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, "SELECT 1 FROM "+schema+".rendezvous_namespaces WHERE ns = 'held' FOR UPDATE"); err != nil {
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+schema+".rendezvous_registrations IN EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup

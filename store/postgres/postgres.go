@@ -5,93 +5,101 @@
 //
 // # Sequence numbers without skips
 //
-// A PostgreSQL SEQUENCE hands out numbers in the order transactions ask for
-// them, not in the order they commit: with two concurrent writers, seq 6 may
-// commit before seq 5, and a reader that saw 6 would then page past 5 for
-// ever. Instead, every write transaction starts by locking the single row of
-// rendezvous_counters (Register takes its number there with
-// UPDATE ... SET seq = seq + 1 RETURNING seq) and keeps the lock until it
-// commits. Since the next writer gets the row, and so its number, only once
-// the previous writer has committed and become visible, numbers are assigned
-// in commit order: any snapshot that holds seq k holds every registration
-// numbered below k that is still there. A Discover, a single SELECT of
-// seq > cookie in seq order, therefore never passes over a registration
-// acknowledged before it began. Transactions run at READ COMMITTED, so the
-// statements that follow the lock see everything committed before it: the
-// limit checks of one writer see the registrations of the previous one,
-// whichever point made them, and the per-peer, per-source and global limits
-// hold across points exactly. Each registration keeps the address it came
-// from and the two prefixes the per-source quotas count by (src, src_addr,
-// src_net); a Register under quotas counts the live rows of its source's
-// prefixes through their (prefix, expires) indexes, within the same lock.
+// A cookie is a sequence number: a Discover returns the registrations
+// numbered above it, in order. Numbers must therefore never become visible
+// out of order: if a reader saw 6 before 5 had committed, it would page
+// past 5 for ever. Numbers come from transaction ids. The k-th
+// registration a transaction writes is numbered
+//
+//	base + xid<<9 + k
+//
+// where xid is the transaction's id (pg_current_xact_id, 64 bits, assigned
+// by its first write) and base the counter row's seq, which version 3 of
+// the schema froze at the last number handed out before (so numbers keep
+// growing across the migration, and, from a new database, past cookies of
+// a lost one, since a new database starts base at the wall clock). A
+// Discover first reads the watermark, base + xmin<<9, where xmin is the
+// oldest transaction id still in flight (pg_snapshot_xmin of the current
+// snapshot), then the page, and returns only the registrations below the
+// watermark. Every transaction below it has ended before the page's
+// snapshot was taken, so the page holds every registration below the
+// watermark that is still there, and no transaction can add one below it
+// later. Should the page stop short of its limit at registrations already
+// committed above the watermark (a transaction begun earlier is still in
+// flight), Discover reads again until they are below it, waiting up to
+// WithDiscoverWait (1s): an acknowledged REGISTER is seen by the next
+// Discover, as long as no transaction in the database cluster stays open
+// longer than that. Transaction ids are the cluster's, so a long writing
+// transaction in any database of the cluster holds the watermark back: give
+// the points a cluster of their own, or keep other transactions short.
+//
+// # Writers that overlap, and exact limits
+//
+// Writers hold nothing that all of them need at once: an advisory lock
+// (globalLock) taken shared, and, exclusively, one advisory lock per peer,
+// per source address and per source network they write (keys hashed with
+// FNV-1a), plus each namespace's lock shared, all taken in the order of the
+// keys, before they read anything. Transactions run at READ COMMITTED, so
+// what a writer reads after its locks includes everything committed by the
+// writers that held them before, whichever point they ran in. So the
+// per-peer limit and the per-source quotas, which count rows of one peer or
+// one source prefix, and whether a (namespace, peer) is new, are exact
+// across points, and writers of different peers and sources never wait for
+// each other. Unregister holds its peer's and its namespace's locks
+// exclusively, so that it may delete the namespace's row once it is empty
+// while no writer is adding to it.
+//
+// The global limits (MaxRegistrations, MaxNamespaces and the crowding
+// thresholds) count the whole store: the totals are the sums of the
+// counterShards rows of rendezvous_counters, each writer adding to one at
+// random before it commits. A writer decides while overlapping others only
+// if the totals it read, plus maxBatch registrations and namespaces for each
+// connection the server accepts (max_connections: more than could be in
+// flight at once), stay below every global limit and threshold. Then no
+// interleaving can reach one, and the totals are exact for every decision.
+// Otherwise it rolls back and runs again alone, holding globalLock
+// exclusively, where it sees every writer's total and may first remove what
+// expired. The background sweeper and Stats hold it exclusively too.
 //
 // # Group commit
 //
-// Writes to one database are therefore serialised (reads are not). What one
-// holder of the row costs the others is its hold time: a round trip and a
-// commit, which waits for the write-ahead log to reach the disk, rather than
-// the work of one REGISTER. So a point applies concurrent REGISTERs
-// together. Register hands its registration to the point's writer and waits
-// for the answer; the writer takes every REGISTER queued and, in one
-// transaction:
+// A point applies concurrent REGISTERs together. Register hands its
+// registration to the point's writers and waits for the answer; a writer
+// takes every REGISTER queued and, in one transaction:
 //
-//   - sends BEGIN, the lock of the counter row and one SELECT that reads,
-//     for every registration of the batch, what the limit checks need (the
-//     existing row of its (namespace, peer), the live rows of its peer and
-//     of its source's address and network, whether its namespace has rows),
-//     all in one message;
+//   - sends BEGIN, its locks, the read of the totals and one SELECT that
+//     reads, for every registration of the batch, what the limit checks
+//     need (the existing row of its (namespace, peer), the live rows of its
+//     peer and of its source's address and network, whether its namespace
+//     has a row), all in one message;
 //   - decides in order, in memory, each registration seeing the ones before
 //     it in the batch: their changes are applied to the counts it read, so
 //     every limit holds exactly as if they had come one at a time, and a
 //     refusal answers that one alone;
 //   - sends the writes (UPDATE of the rows replaced, INSERT of the new ones,
-//     the namespace counts and the counter row, each one statement over
+//     the new namespaces and its counter row, each one statement over
 //     arrays) in one message, then COMMIT once they have all succeeded in
 //     time, then answers each REGISTER. (Sent with the writes, a COMMIT
 //     would still commit them after the point gave up on a write held up
-//     by a lock, once the lock was let go.)
+//     by a lock.)
 //
-// A registration that could only be decided after removing what expired (a
-// total, namespace or crowding limit that the counters say is reached)
-// goes, with the ones after it, one at a time through the statements of a
-// single Register, in the same transaction after the writes so far. Numbers
-// are still assigned in commit order: a batch takes its numbers under the
-// lock, keeps the lock until it commits, and commits them all at once.
 // Nothing is acknowledged before COMMIT has returned: if the transaction
 // fails, every REGISTER of the batch gets the error (store.ErrUnavailable
-// for a fault) and none is acknowledged. Unregister and the sweeper, rarer,
-// still take the row in transactions of their own.
+// for a fault) and none is acknowledged. A point has batchWriters writers;
+// the next batch is collected once the previous one holds its locks and
+// has read what it needs, so batches of one point overlap as those of
+// several points do.
 //
-// A point has two writers. While one batch commits, the next is already
-// sent and waits for the row in the database, which gives it to the next
-// batch without a round trip in between; a writer collects its batch only
-// once the other has sent its COMMIT, so that it takes every REGISTER
-// queued until then.
+// Measured on one PostgreSQL 15 on the same 2-core machine
+// (BENCHMARKS.md, BenchmarkRegisterConcurrent, REGISTERs a second): before
+// writers overlapped, every batch held one counter row from its first read
+// to its commit, so two points on one database made 1.04 to 1.12 times
+// what one point made; see BENCHMARKS.md for the figures of this design.
 //
-// Measured on one PostgreSQL 15 on the same 2-core machine, shared with
-// other work (BENCHMARKS.md, BenchmarkRegisterConcurrent, four interleaved
-// runs at 1-minute load averages 1.6–2.6, REGISTERs a second, median and
-// range): from 16 concurrent writers, one REGISTER per transaction made
-// 1610 [1370–1750], batches make 4140 [3620–4740], 2.6 times as many; from
-// 64 writers, 1660 [1410–1750] and 5980 [5720–6170], 3.6 times. Two points
-// on one database, each with 16 or 64 writers, together make 4300
-// [3600–4790] and 6670 [6350–7240]: 1.04 and 1.12 times what one point
-// makes. The row is held one batch after the other whichever point sent
-// it, and if a batch holds about half the writers of its point, these
-// figures fit a batch holding the row about 0.8 ms (a commit and two round
-// trips) plus 0.14 ms a registration (its row, seven index entries and
-// their log): at most about 7000 a second however large the batches. More
-// points add availability and read capacity, not write throughput.
-//
-// Writers that overlap, with numbers from a SEQUENCE and readers bounded by
-// a watermark below which no transaction is in flight (from
-// pg_current_xact_id and pg_snapshot_xmin), were not chosen: the limits
-// would still need the writers serialised, since the count one writer
-// checks must include what the other is adding, so the global and
-// per-source limits would need locks of their own; every Discover would
-// wait on the oldest transaction in flight; and the xid functions are
-// PostgreSQL's alone. Batching keeps the one lock and the one argument
-// above.
+// Each batch holds up to four advisory locks per REGISTER (maxBatch of
+// them), which the server keeps in its shared lock table
+// (max_locks_per_transaction times max_connections entries, 6400 by
+// default): enough for tens of points' writers at once.
 //
 // # Schema and migrations
 //
@@ -103,9 +111,10 @@
 // rendezvous_registrations, keyed by (ns, peer), with a unique index on seq
 // and indexes on (ns, seq), (peer, expires) and (expires); the namespace is
 // bytea, since a valid UTF-8 namespace may hold a NUL that text refuses.
-// rendezvous_counters keeps the sequence and the numbers of rows and
-// namespaces (rendezvous_namespaces keeps the rows of each), so limits are
-// checked without counting the table.
+// rendezvous_counters keeps the base of the sequence numbers and, over its
+// rows, the numbers of registrations and namespaces (rendezvous_namespaces
+// has a row for each namespace with registrations), so limits are checked
+// without counting the table.
 //
 // # Expiry
 //
@@ -125,13 +134,10 @@
 //
 // # Portability
 //
-// The SQL avoids PostgreSQL-only mechanisms where it can (no LISTEN/NOTIFY,
-// no xmin or ctid, no SEQUENCE ordering assumptions, no triggers or stored
-// functions) with an eye on PostgreSQL-compatible distributed databases
-// (CockroachDB, YugabyteDB). Only PostgreSQL 15 was tried. Known gaps there:
-// pg_advisory_xact_lock (migrations) and READ COMMITTED may need to be
-// enabled or replaced (under SERIALIZABLE the counter row makes writers
-// retry: retry errors, SQLSTATE class 40, are reported as ErrUnavailable).
+// The SQL needs PostgreSQL 13 or later (pg_current_xact_id,
+// pg_current_snapshot) and uses its advisory locks; it was tried on
+// PostgreSQL 15 only. PostgreSQL-compatible distributed databases
+// (CockroachDB, YugabyteDB) lack some of these.
 package postgres
 
 import (
@@ -140,6 +146,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -157,6 +164,9 @@ import (
 // ErrClosed is returned by calls on a closed store.
 var ErrClosed = errors.New("postgres store is closed")
 
+// DefaultDiscoverWait is the default of WithDiscoverWait.
+const DefaultDiscoverWait = time.Second
+
 // Option configures Open.
 type Option func(*config)
 
@@ -165,6 +175,7 @@ type config struct {
 	migrateTimeout time.Duration
 	sweepInterval  time.Duration
 	sweepBatch     int
+	discoverWait   time.Duration
 	pool           func(*pgxpool.Config)
 	sweepDone      func() // called after each pass of the sweeper; for tests
 }
@@ -183,6 +194,11 @@ func WithSweepInterval(d time.Duration) Option { return func(c *config) { c.swee
 
 // WithSweepBatch bounds the rows one sweep transaction deletes; default 1000.
 func WithSweepBatch(n int) Option { return func(c *config) { c.sweepBatch = n } }
+
+// WithDiscoverWait bounds how long a Discover waits for transactions in
+// flight below registrations already committed (see Discover); default
+// 1s.
+func WithDiscoverWait(d time.Duration) Option { return func(c *config) { c.discoverWait = d } }
 
 // WithPoolConfig lets the caller adjust the pool configuration parsed from
 // the DSN (sizes, connection hooks, runtime parameters) before it is used.
@@ -203,6 +219,13 @@ type Store struct {
 	closed    atomic.Bool
 	// horizon is the greatest "now" (Unix nanoseconds) passed to any call.
 	horizon horizon.Horizon
+	// base is the sequence number below which sequence numbers were
+	// assigned before they came from transaction ids (see the package doc).
+	base int64
+	// inflight bounds the registrations that the batches in flight
+	// against the database, from every point, may add at once: maxBatch
+	// per connection the server accepts.
+	inflight int64
 }
 
 var _ store.Store = (*Store)(nil)
@@ -212,7 +235,8 @@ var _ store.Store = (*Store)(nil)
 // background sweeper. An unreachable database gives an error matching
 // store.ErrUnavailable.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
-	cfg := config{opTimeout: 2 * time.Second, migrateTimeout: time.Minute, sweepInterval: time.Minute, sweepBatch: 1000}
+	cfg := config{opTimeout: 2 * time.Second, migrateTimeout: time.Minute, sweepInterval: time.Minute, sweepBatch: 1000,
+		discoverWait: DefaultDiscoverWait}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -238,6 +262,12 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, s.wrap(fmt.Errorf("migrate: %w", err))
 	}
+	var conns int64
+	if err := pool.QueryRow(mctx, `SELECT seq, current_setting('max_connections')::bigint FROM rendezvous_counters WHERE id = 1`).Scan(&s.base, &conns); err != nil {
+		pool.Close()
+		return nil, s.wrap(fmt.Errorf("reading the counters: %w", err))
+	}
+	s.inflight = conns * maxBatch
 	for range batchWriters {
 		s.wg.Add(1)
 		go s.writeLoop()
@@ -293,6 +323,24 @@ var migrations = []func(ctx context.Context, tx pgx.Tx) error{
 				ADD COLUMN src_addr bytea, ADD COLUMN src_net bytea`,
 			`CREATE INDEX rendezvous_registrations_src_addr ON rendezvous_registrations (src_addr, expires)`,
 			`CREATE INDEX rendezvous_registrations_src_net ON rendezvous_registrations (src_net, expires)`,
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	// Version 3: writers that overlap (see the package doc). The
+	// counter row's seq becomes the base of the sequence numbers taken
+	// from transaction ids, the totals are summed over counterShards rows,
+	// and a namespace's row only says that it has registrations.
+	func(ctx context.Context, tx pgx.Tx) error {
+		for _, q := range []string{
+			`ALTER TABLE rendezvous_counters DROP CONSTRAINT rendezvous_counters_id_check,
+				ADD CONSTRAINT rendezvous_counters_id_check CHECK (id BETWEEN 1 AND ` + strconv.Itoa(counterShards) + `)`,
+			`INSERT INTO rendezvous_counters (id, seq, total, namespaces)
+				SELECT i, 0, 0, 0 FROM generate_series(2, ` + strconv.Itoa(counterShards) + `) AS i`,
+			`ALTER TABLE rendezvous_namespaces DROP COLUMN n`,
 		} {
 			if _, err := tx.Exec(ctx, q); err != nil {
 				return err
@@ -391,10 +439,8 @@ type querier interface {
 // limitError is a refusal on a limit, returned as is.
 type limitError struct{ error }
 
-// counters is the locked row of rendezvous_counters.
-type counters struct{ seq, total, namespaces int64 }
-
-const lockCounters = `SELECT seq, total, namespaces FROM rendezvous_counters WHERE id = 1 FOR UPDATE`
+// counters are the totals, summed over the rows of rendezvous_counters.
+type counters struct{ total, namespaces int64 }
 
 // Register implements store.Store: it hands the registration to the
 // point's writer, which applies it in the next batch (see the package doc),
@@ -425,16 +471,15 @@ func (s *Store) Register(ctx context.Context, reg store.Registration, lim store.
 	return uint64(o.seq), nil
 }
 
-// registerTx applies one registration at now (Unix nanoseconds) in the
-// transaction of q, taking its sequence number from the counter row, which
-// it locks if the transaction does not hold it yet. A refusal on a limit
-// is a limitError and leaves the transaction usable.
-func registerTx(ctx context.Context, tx querier, reg store.Registration, lim store.Limits, n int64) (int64, error) {
+// registerTx applies one registration at now (Unix nanoseconds) as the
+// k-th the transaction of tx writes (its sequence number is base +
+// xid<<seqShift + k), in that transaction, which holds the global lock
+// exclusively. It returns k. A refusal on a limit is a limitError and
+// leaves the transaction usable.
+func registerTx(ctx context.Context, tx querier, reg store.Registration, lim store.Limits, n int64, base, k int64) (int64, error) {
 	ns, p := []byte(reg.Namespace), []byte(reg.Peer)
-	// The lock that orders commits by seq: see the package doc.
 	var c counters
-	if err := tx.QueryRow(ctx, `UPDATE rendezvous_counters SET seq = seq + 1 WHERE id = 1
-		RETURNING seq, total, namespaces`).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
+	if err := tx.QueryRow(ctx, readCounters).Scan(&c.total, &c.namespaces); err != nil {
 		return 0, err
 	}
 	src, srcAddr, srcNet := srccol.Columns(reg.Source)
@@ -518,46 +563,51 @@ func registerTx(ctx context.Context, tx querier, reg store.Registration, lim sto
 	}
 	exp := horizon.Nanos(reg.Expires)
 	if existing {
-		if _, err := tx.Exec(ctx, `UPDATE rendezvous_registrations SET seq = $3, record = $4, expires = $5,
+		if _, err := tx.Exec(ctx, `UPDATE rendezvous_registrations SET seq = `+seqOf("$3")+`, record = $4, expires = $5,
 			src = $6, src_addr = $7, src_net = $8
-			WHERE ns = $1 AND peer = $2`, ns, p, c.seq, reg.Record, exp, src, srcAddr, srcNet); err != nil {
+			WHERE ns = $1 AND peer = $2`, ns, p, k, reg.Record, exp, src, srcAddr, srcNet, base); err != nil {
 			return 0, err
 		}
 	} else {
-		if _, err := tx.Exec(ctx, `WITH r AS (
-				INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq, src, src_addr, src_net)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-			), n AS (
-				INSERT INTO rendezvous_namespaces AS t (ns, n) VALUES ($1, 1)
-				ON CONFLICT (ns) DO UPDATE SET n = t.n + 1 RETURNING t.n
-			)
-			UPDATE rendezvous_counters SET total = total + 1,
-				namespaces = namespaces + (SELECT CASE WHEN n.n = 1 THEN 1 ELSE 0 END FROM n)
-			WHERE id = 1`, ns, p, reg.Record, exp, c.seq, src, srcAddr, srcNet); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq, src, src_addr, src_net)
+			VALUES ($1, $2, $3, $4, `+seqOf("$5")+`, $6, $7, $8)`, ns, p, reg.Record, exp, k, src, srcAddr, srcNet, base); err != nil {
+			return 0, err
+		}
+		if _, err := tx.Exec(ctx, addCounts, int32(1), int64(1), [][]byte{ns}); err != nil {
 			return 0, err
 		}
 	}
-	return c.seq, nil
+	return k, nil
 }
 
-// Unregister implements store.Store.
+// Unregister implements store.Store. It overlaps the writers of other
+// peers and namespaces: it holds the global lock shared and the locks of
+// its peer and namespace exclusively, so that it may remove the
+// namespace's row if it leaves it empty.
 func (s *Store) Unregister(ctx context.Context, ns string, p peer.ID) error {
 	return s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		var c counters
-		if err := tx.QueryRow(ctx, lockCounters).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
+		var locks keyLocks
+		locks.add(kindPeer, []byte(p), false)
+		locks.add(kindNamespace, []byte(ns), false)
+		hi, lo, shared := locks.args()
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, globalLock); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, lockKeys, hi, lo, shared); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, `DELETE FROM rendezvous_registrations WHERE ns = $1 AND peer = $2 RETURNING ns`, []byte(ns), []byte(p))
 		if err != nil {
 			return err
 		}
-		_, err = removed(ctx, tx, rows, &c)
+		_, _, err = removed(ctx, tx, rows, 1+rand.Int32N(counterShards))
 		return err
 	})
 }
 
 // sweep deletes at most limit rows expired at now and updates the counters
-// c, which the caller's transaction has locked. It returns the rows deleted.
+// c. The caller's transaction holds the global lock exclusively. It
+// returns the rows deleted.
 func sweep(ctx context.Context, tx querier, now int64, limit int, c *counters) (int, error) {
 	// = ANY (ARRAY(...)) keeps the plan on the seq index; an IN (subquery)
 	// may be planned as a scan of the whole table.
@@ -567,52 +617,53 @@ func sweep(ctx context.Context, tx querier, now int64, limit int, c *counters) (
 	if err != nil {
 		return 0, err
 	}
-	return removed(ctx, tx, rows, c)
+	d, gone, err := removed(ctx, tx, rows, 1)
+	if c != nil {
+		c.total -= int64(d)
+		c.namespaces -= gone
+	}
+	return d, err
 }
 
-// removed reads the namespaces of the rows deleted and updates the
-// counters.
-func removed(ctx context.Context, tx querier, rows pgx.Rows, c *counters) (int, error) {
-	per := map[string]int64{}
+// removed reads the namespaces of the rows deleted, deletes the rows of
+// those namespaces left empty, and subtracts what went from counter row
+// shard. No writer may add to those namespaces meanwhile: the caller holds
+// the global lock exclusively, or the namespace's lock. It returns the
+// registrations and namespaces removed.
+func removed(ctx context.Context, tx querier, rows pgx.Rows, shard int32) (int, int64, error) {
+	per := map[string]bool{}
 	var deleted int64
 	for rows.Next() {
 		var ns []byte
 		if err := rows.Scan(&ns); err != nil {
 			rows.Close()
-			return 0, err
+			return 0, 0, err
 		}
-		per[string(ns)]++
+		per[string(ns)] = true
 		deleted++
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if deleted == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	names := make([][]byte, 0, len(per))
-	counts := make([]int64, 0, len(per))
-	for ns, k := range per {
+	for ns := range per {
 		names = append(names, []byte(ns))
-		counts = append(counts, k)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE rendezvous_namespaces AS t SET n = t.n - x.c
-		FROM unnest($1::bytea[], $2::bigint[]) AS x (ns, c) WHERE t.ns = x.ns`, names, counts); err != nil {
-		return 0, err
-	}
-	tag, err := tx.Exec(ctx, `DELETE FROM rendezvous_namespaces WHERE ns = ANY ($1::bytea[]) AND n <= 0`, names)
+	tag, err := tx.Exec(ctx, `DELETE FROM rendezvous_namespaces AS t WHERE t.ns = ANY ($1::bytea[])
+		AND NOT EXISTS (SELECT 1 FROM rendezvous_registrations r WHERE r.ns = t.ns)`, names)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	gone := tag.RowsAffected()
-	if _, err := tx.Exec(ctx, `UPDATE rendezvous_counters SET total = total - $1, namespaces = namespaces - $2 WHERE id = 1`,
-		deleted, gone); err != nil {
-		return 0, err
+	if _, err := tx.Exec(ctx, `UPDATE rendezvous_counters SET total = total - $2, namespaces = namespaces - $3 WHERE id = $1`,
+		shard, deleted, gone); err != nil {
+		return 0, 0, err
 	}
-	c.total -= deleted
-	c.namespaces -= gone
-	return int(deleted), nil
+	return int(deleted), gone, nil
 }
 
 // sweepBatch removes at most limit rows expired at now, in a transaction of
@@ -620,23 +671,25 @@ func removed(ctx context.Context, tx querier, rows pgx.Rows, c *counters) (int, 
 func (s *Store) sweepBatch(ctx context.Context, now int64, limit int) (int, error) {
 	var d int
 	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		var c counters
-		if err := tx.QueryRow(ctx, lockCounters).Scan(&c.seq, &c.total, &c.namespaces); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, globalLock); err != nil {
 			return err
 		}
 		var err error
-		d, err = sweep(ctx, tx, now, limit, &c)
+		d, err = sweep(ctx, tx, now, limit, nil)
 		return err
 	})
 	return d, err
 }
 
-// Discover implements store.Store.
+// Discover implements store.Store. It returns registrations below the
+// watermark alone (see the package doc): should the page end there short
+// of limit, with registrations beyond it already committed, it reads again
+// until the transactions below them have ended, for up to WithDiscoverWait;
+// then it returns what lies below the watermark.
 func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
 	if s.closed.Load() {
 		return dst, ErrClosed
 	}
-	start := len(dst)
 	n := horizon.Nanos(now)
 	s.horizon.Observe(n)
 	if limit <= 0 || after >= math.MaxInt64 {
@@ -644,17 +697,57 @@ func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns strin
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.opTimeout)
 	defer cancel()
-	var rows pgx.Rows
-	var err error
+	deadline := time.Now().Add(s.cfg.discoverWait)
+	wait := time.Millisecond / 2
+	for {
+		out, held, err := s.discoverOnce(ctx, dst, ns, after, limit, n)
+		if err != nil || !held || time.Now().Add(wait).After(deadline) {
+			// What lies below the watermark is exact; the rest comes with
+			// the next page.
+			return out, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return out, nil
+		case <-t.C:
+		}
+		clear(out[len(dst):])
+		wait = min(2*wait, 16*time.Millisecond)
+	}
+}
+
+// discoverOnce reads one page up to the watermark. held reports that it
+// ended short of limit at registrations not yet below the watermark.
+func (s *Store) discoverOnce(ctx context.Context, dst []store.Registration, ns string, after uint64, limit int, n int64) (_ []store.Registration, held bool, err error) {
+	start := len(dst)
+	b := &pgx.Batch{}
+	// The watermark first: a transaction below it has ended before the
+	// page's own snapshot, which therefore holds every row it committed.
+	b.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`)
 	if ns == "" {
-		rows, err = s.pool.Query(ctx, `SELECT ns, peer, record, expires, seq FROM rendezvous_registrations
+		b.Queue(`SELECT ns, peer, record, expires, seq FROM rendezvous_registrations
 			WHERE seq > $1 AND expires > $2 ORDER BY seq LIMIT $3`, int64(after), n, limit)
 	} else {
-		rows, err = s.pool.Query(ctx, `SELECT ns, peer, record, expires, seq FROM rendezvous_registrations
+		b.Queue(`SELECT ns, peer, record, expires, seq FROM rendezvous_registrations
 			WHERE ns = $1 AND seq > $2 AND expires > $3 ORDER BY seq LIMIT $4`, []byte(ns), int64(after), n, limit)
 	}
+	br := s.pool.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			clear(dst[start:]) // drop what this call appended
+			dst, held, err = dst[:start], false, s.wrap(cerr)
+		}
+	}()
+	var xmin int64
+	if err := br.QueryRow().Scan(&xmin); err != nil {
+		return dst, false, s.wrap(err)
+	}
+	watermark := s.base + xmin<<seqShift
+	rows, err := br.Query()
 	if err != nil {
-		return dst, s.wrap(err)
+		return dst, false, s.wrap(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -662,18 +755,23 @@ func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns strin
 		var exp, seq int64
 		if err := rows.Scan(&nsb, &p, &record, &exp, &seq); err != nil {
 			clear(dst[start:]) // drop what this call appended
-			return dst[:start], s.wrap(err)
+			return dst[:start], false, s.wrap(err)
+		}
+		if seq >= watermark {
+			held = true
+			break
 		}
 		dst = append(dst, store.Registration{
 			Namespace: string(nsb), Peer: peer.ID(p), Record: record,
 			Expires: time.Unix(0, exp).UTC(), Seq: uint64(seq),
 		})
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		clear(dst[start:]) // drop what this call appended
-		return dst[:start], s.wrap(err)
+		return dst[:start], false, s.wrap(err)
 	}
-	return dst, nil
+	return dst, held, nil
 }
 
 // Stats implements store.Store. It first removes what has expired at now,
@@ -693,7 +791,7 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 		}
 	}
 	var total, nss int64
-	if err := s.pool.QueryRow(ctx, `SELECT total, namespaces FROM rendezvous_counters WHERE id = 1`).Scan(&total, &nss); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT sum(total)::bigint, sum(namespaces)::bigint FROM rendezvous_counters`).Scan(&total, &nss); err != nil {
 		return store.Stats{}, s.wrap(err)
 	}
 	return store.Stats{Registrations: int(total), Namespaces: int(nss)}, nil
