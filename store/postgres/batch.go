@@ -381,9 +381,23 @@ func (s *Store) applyIn(ctx context.Context, conn *pgxpool.Conn, ops []*op, alon
 	if !alone {
 		shard = 1 + rand.Int32N(counterShards)
 	}
-	queueWrites(b, order, writes, shard, s.base)
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return err
+	xid := int64(-1)
+	if queued := queueWrites(b, order, writes, shard, s.base); queued > 0 {
+		b.Queue(`SELECT pg_current_xact_id()::text::bigint`)
+		br := conn.SendBatch(ctx, b)
+		for range queued {
+			if _, err := br.Exec(); err != nil {
+				_ = br.Close()
+				return err
+			}
+		}
+		if err := br.QueryRow().Scan(&xid); err != nil {
+			_ = br.Close()
+			return err
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
 	}
 	for _, o := range ops[rest:] {
 		seq, err := registerTx(ctx, conn, o.reg, o.lim, o.now, s.base, seqs.take())
@@ -398,9 +412,10 @@ func (s *Store) applyIn(ctx context.Context, conn *pgxpool.Conn, ops []*op, alon
 		}
 	}
 	if seqs.next > 0 {
-		var xid int64
-		if err := conn.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&xid); err != nil {
-			return err
+		if xid < 0 {
+			if err := conn.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&xid); err != nil {
+				return err
+			}
 		}
 		for _, o := range ops {
 			if o.err == nil {
@@ -443,8 +458,8 @@ func (a *seqAllocator) take() int64 {
 
 // queueWrites queues the statements that write the registrations of order,
 // add the namespaces new to the store, and add what they add to the counter
-// row shard.
-func queueWrites(b *pgx.Batch, order []key, writes map[key]*write, shard int32, base int64) {
+// row shard. It returns the number of statements queued.
+func queueWrites(b *pgx.Batch, order []key, writes map[key]*write, shard int32, base int64) int {
 	var ins, upd []*write
 	newNS := map[string]bool{}
 	for _, k := range order {
@@ -488,6 +503,7 @@ func queueWrites(b *pgx.Batch, order []key, writes map[key]*write, shard int32, 
 		slices.SortFunc(names, bytes.Compare)
 		b.Queue(addCounts, shard, int64(len(ins)), names)
 	}
+	return b.Len()
 }
 
 // addCounts adds the namespaces $3 that are new to the store and adds

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Points on one PostgreSQL database, measured over the wire: REGISTERs a
+# second of `rendezvous bench --workload register` against one `serve
+# --store postgres://...`, then against two serves on the same schema at
+# once (one bench per point, each with the same connections, started
+# together; their rates summed). Each run gets a fresh schema. The point,
+# the load generators and the database share the machine.
+# Usage: scripts/pg-points.sh [seconds per run, default 5] [connections, default "16 64"]
+#   env: DSN (default postgres://postgres@127.0.0.1:5432/test?sslmode=disable),
+#   BIN (a prebuilt rendezvous binary; default: built from this tree)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-5}
+conns=${2:-16 64}
+dsn=${DSN:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
+work=$(mktemp -d)
+pids=()
+schemas=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for s in "${schemas[@]}"; do psql -q "$dsn" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+bin=${BIN:-}
+if [ -z "$bin" ]; then
+  go build -o "$work/rendezvous" ./cmd/rendezvous
+  bin="$work/rendezvous"
+fi
+
+# serve_on SCHEMA I: starts point I on SCHEMA, prints its address.
+serve_on() {
+  local sep='&'
+  case "$dsn" in *\?*) ;; *) sep='?' ;; esac
+  : >"$work/addr$2"
+  "$bin" serve --store "$dsn${sep}search_path=$1" --data-dir "$work/data$2" --listen /ip4/127.0.0.1/tcp/0 \
+    --log-level warn >"$work/addr$2" 2>>"$work/serve$2.log" &
+  pids+=($!)
+  for _ in $(seq 300); do [ -s "$work/addr$2" ] && break; sleep 0.1; done
+  [ -s "$work/addr$2" ] || { cat "$work/serve$2.log"; exit 1; }
+  head -1 "$work/addr$2"
+}
+
+# bench_at POINT CONNS OUT: runs the register workload, ops/s into OUT.
+bench_at() {
+  "$bin" bench --point "$1" --workload register --conns "$2" --duration "${secs}s" --json --quiet |
+    python3 -c 'import json,sys; r = json.load(sys.stdin); print(round(r["ops_per_sec"]) if r["errors"] == 0 else "%d(%d errors: %s)" % (r["ops_per_sec"], r["errors"], r["first_error"]))' >"$3"
+}
+
+echo "| connections per point | one point | two points | two / one | load |"
+echo "|---|---|---|---|---|"
+run=0
+for c in $conns; do
+  run=$((run + 1))
+  schema="rdv_bench_$$_$run"
+  schemas+=("$schema")
+  psql -q "$dsn" -c "CREATE SCHEMA $schema" >/dev/null
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  a=$(serve_on "$schema" a)
+  bench_at "$a" "$c" "$work/one"
+  b=$(serve_on "$schema" b)
+  bench_at "$a" "$c" "$work/twoa" &
+  ba=$!
+  bench_at "$b" "$c" "$work/twob"
+  wait "$ba"
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait "${pids[@]}" 2>/dev/null || true
+  pids=()
+  python3 - "$c" "$(cat "$work/one")" "$(cat "$work/twoa")" "$(cat "$work/twob")" "$load" <<'PY'
+import sys
+c, one, a, b, load = sys.argv[1:]
+try:
+    o, t = float(one), float(a) + float(b)
+    print(f"| {c} | {o:.0f} | {t:.0f} ({a} + {b}) | {t / o:.2f} | {load} |")
+except ValueError:
+    print(f"| {c} | {one} | {a} + {b} | – | {load} |")
+PY
+done
