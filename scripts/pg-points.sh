@@ -29,7 +29,8 @@ if [ -z "$bin" ]; then
   bin="$work/rendezvous"
 fi
 
-# serve_on SCHEMA I: starts point I on SCHEMA, prints its address.
+# serve_on SCHEMA I: starts point I on SCHEMA (in this shell, so that its
+# pid is kept for the cleanup); its address is then in $work/addrI.
 serve_on() {
   local sep='&'
   case "$dsn" in *\?*) ;; *) sep='?' ;; esac
@@ -39,8 +40,12 @@ serve_on() {
   pids+=($!)
   for _ in $(seq 300); do [ -s "$work/addr$2" ] && break; sleep 0.1; done
   [ -s "$work/addr$2" ] || { cat "$work/serve$2.log"; exit 1; }
-  head -1 "$work/addr$2"
 }
+
+# ticks PID...: the CPU clock ticks the processes have used.
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+# busy: the machine's busy and total clock ticks, all cores.
+busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
 
 # bench_at POINT CONNS OUT: runs the register workload, ops/s into OUT.
 bench_at() {
@@ -48,8 +53,8 @@ bench_at() {
     python3 -c 'import json,sys; r = json.load(sys.stdin); print(round(r["ops_per_sec"]) if r["errors"] == 0 else "%d(%d errors: %s)" % (r["ops_per_sec"], r["errors"], r["first_error"]))' >"$3"
 }
 
-echo "| connections per point | one point | two points | two / one | load |"
-echo "|---|---|---|---|---|"
+echo "| connections per point | one point | two points | two / one | load | one point: CPU µs per REGISTER, point + database | one point: machine busy |"
+echo "|---|---|---|---|---|---|---|"
 run=0
 for c in $conns; do
   run=$((run + 1))
@@ -57,9 +62,14 @@ for c in $conns; do
   schemas+=("$schema")
   psql -q "$dsn" -c "CREATE SCHEMA $schema" >/dev/null
   load=$(cut -d' ' -f1 /proc/loadavg)
-  a=$(serve_on "$schema" a)
+  serve_on "$schema" a
+  a=$(head -1 "$work/addra")
+  db=$(pgrep -x postgres | tr '\n' ' ')
+  p0=$(ticks "${pids[0]}"); d0=$(ticks $db); read -r b0 t0 < <(busy)
   bench_at "$a" "$c" "$work/one"
-  b=$(serve_on "$schema" b)
+  p1=$(ticks "${pids[0]}"); d1=$(ticks $db); read -r b1 t1 < <(busy)
+  serve_on "$schema" b
+  b=$(head -1 "$work/addrb")
   bench_at "$a" "$c" "$work/twoa" &
   ba=$!
   bench_at "$b" "$c" "$work/twob"
@@ -67,13 +77,17 @@ for c in $conns; do
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
   pids=()
-  python3 - "$c" "$(cat "$work/one")" "$(cat "$work/twoa")" "$(cat "$work/twob")" "$load" <<'PY'
+  python3 - "$c" "$(cat "$work/one")" "$(cat "$work/twoa")" "$(cat "$work/twob")" "$load" \
+    "$((p1 - p0))" "$((d1 - d0))" "$((b1 - b0))" "$((t1 - t0))" "$(getconf CLK_TCK)" "$secs" <<'PY'
 import sys
-c, one, a, b, load = sys.argv[1:]
+c, one, a, b, load = sys.argv[1:6]
+pt, dt, bt, tt, hz, secs = map(float, sys.argv[6:])
 try:
     o, t = float(one), float(a) + float(b)
-    print(f"| {c} | {o:.0f} | {t:.0f} ({a} + {b}) | {t / o:.2f} | {load} |")
+    n = o * secs
+    cpu = f"{pt / hz / n * 1e6:.0f} + {dt / hz / n * 1e6:.0f}"
+    print(f"| {c} | {o:.0f} | {t:.0f} ({a} + {b}) | {t / o:.2f} | {load} | {cpu} | {bt / tt:.0%} |")
 except ValueError:
-    print(f"| {c} | {one} | {a} + {b} | – | {load} |")
+    print(f"| {c} | {one} | {a} + {b} | – | {load} | – | – |")
 PY
 done
