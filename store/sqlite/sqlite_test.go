@@ -284,7 +284,12 @@ func benchNS(i int) string { return fmt.Sprintf("namespace-%04d", i) }
 // registrations in each, so that a page of 100 is there at every size.
 func nsCount(n int) int { return max(n/1000, 1) }
 
+// benchSizes are the sizes of the benchmark stores: 10^3 alone with
+// -short (CI runs the benchmarks once that way, for correctness).
 func benchSizes(b *testing.B) []int {
+	if testing.Short() {
+		return []int{1000}
+	}
 	sizes := []int{1000, 100000}
 	if os.Getenv("RENDEZVOUS_BENCH_LARGE") == "1" {
 		sizes = append(sizes, 1000000)
