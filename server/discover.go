@@ -6,8 +6,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/pb"
@@ -67,7 +65,7 @@ func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remo
 		it.ns, it.ttl = r.Namespace, remainingSeconds(r.Expires, now)
 		reg := &it.reg
 		reg.Ns, reg.SignedPeerRecord, reg.Ttl = &it.ns, r.Record, &it.ttl
-		cost := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(reg))
+		cost := sizeRegistration(reg)
 		if cost > budget {
 			if len(regs) > 0 || cost <= s.rc.MaxDiscoverResponseSize-responseOverhead {
 				break // the next page starts with it

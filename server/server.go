@@ -85,6 +85,8 @@ type Server struct {
 
 	// pages holds *[]store.Registration buffers that DISCOVERs read into.
 	pages sync.Pool
+	// responses holds *[]byte buffers that responses are written from.
+	responses sync.Pool
 
 	// registerRate and discoverRate hold the rates of each source.
 	registerRate, discoverRate *rate.Limiter
@@ -197,7 +199,6 @@ func (s *Server) handleStream(str network.Stream) {
 	// reads the length prefix a byte at a time, and a request's buffer is
 	// reserved and taken from a pool only once its length is known.
 	rd := msgio.NewVarintReaderSize(str, s.rc.MaxRequestSize)
-	wr := msgio.NewVarintWriter(str)
 	remote := str.Conn().RemotePeer()
 	source := SourceOf(str.Conn())
 	for {
@@ -228,7 +229,7 @@ func (s *Server) handleStream(str network.Stream) {
 		// Not s.ctx: a request in flight when Close is called finishes.
 		resp, status := s.HandleRequest(context.Background(), Request{Message: req, Peer: remote, Source: source, Scope: str.Scope()})
 		if resp != nil {
-			if err := writeResponse(wr, resp); err != nil {
+			if err := s.writeResponse(str, resp); err != nil {
 				s.streamLog(str).Debug("writing response", "err", err)
 				_ = str.Reset()
 				return
@@ -276,13 +277,20 @@ func (s *Server) readRequest(str network.Stream, rd msgio.ReadCloser) (*pb.Messa
 	return &req, nil
 }
 
-// writeResponse writes resp with its length prefix in one write.
-func writeResponse(wr msgio.WriteCloser, resp *pb.Message) error {
-	b, err := proto.Marshal(resp)
-	if err != nil {
-		return err
+// writeResponse writes resp with its length prefix to w in one write, from
+// a buffer kept for the next response. A response is at most
+// MaxDiscoverResponseSize long (a DISCOVER's page is cut to fit it), which
+// bounds the buffers kept; the pool lets the garbage collector have them
+// when idle.
+func (s *Server) writeResponse(w io.Writer, resp *pb.Message) error {
+	bp, ok := s.responses.Get().(*[]byte)
+	if !ok {
+		bp = new([]byte)
 	}
-	return wr.WriteMsg(b)
+	*bp = appendDelimited((*bp)[:0], resp)
+	_, err := w.Write(*bp)
+	s.responses.Put(bp)
+	return err
 }
 
 // streamLog is the logger of a stream's events.
