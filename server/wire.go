@@ -1,8 +1,11 @@
 package server
 
 import (
+	"slices"
+
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 )
 
@@ -231,4 +234,48 @@ func appendDiscoverResponse(b []byte, d *pb.Message_DiscoverResponse) []byte {
 	b = appendBytes(b, fieldDiscoverResponseCookie, d.Cookie)
 	b = appendEnum(b, fieldDiscoverResponseStatus, d.Status)
 	return appendString(b, fieldDiscoverResponseText, d.StatusText)
+}
+
+// registrationSize is what a registration of namespace ns, record and ttl
+// adds to a DISCOVER response, as sizeRegistration gives it for its
+// message.
+func registrationSize(ns string, record []byte, ttl uint64) int {
+	n := protowire.SizeTag(fieldRegisterNs) + protowire.SizeBytes(len(ns)) + protowire.SizeTag(fieldRegisterTTL) + protowire.SizeVarint(ttl)
+	if record != nil {
+		n += protowire.SizeTag(fieldRegisterRecord) + protowire.SizeBytes(len(record))
+	}
+	return sizeSub(fieldDiscoverResponseRegistrations, n)
+}
+
+// appendDiscoverPage appends the DISCOVER_RESPONSE of p, with its length
+// prefix, to b: the bytes of appendDelimited for the message
+// handleDiscover builds of p.
+func appendDiscoverPage(b []byte, p discoverPage) []byte {
+	cookieLen := p.cookie.EncodedLen()
+	status, text := rendezvous.StatusOK, ""
+	resp := p.size + protowire.SizeTag(fieldDiscoverResponseCookie) + protowire.SizeBytes(cookieLen) +
+		sizeEnum(fieldDiscoverResponseStatus, &status) + sizeString(fieldDiscoverResponseText, &text)
+	typ := pb.Message_DISCOVER_RESPONSE
+	msg := sizeEnum(fieldMessageType, &typ) + sizeSub(fieldMessageDiscoverResponse, resp)
+	b = slices.Grow(b, protowire.SizeVarint(uint64(msg))+msg)
+	b = protowire.AppendVarint(b, uint64(msg))
+	b = appendEnum(b, fieldMessageType, &typ)
+	b = appendSubHeader(b, fieldMessageDiscoverResponse, resp)
+	for _, r := range p.regs {
+		ttl := remainingSeconds(r.Expires, p.now)
+		size := protowire.SizeTag(fieldRegisterNs) + protowire.SizeBytes(len(r.Namespace)) + protowire.SizeTag(fieldRegisterTTL) + protowire.SizeVarint(ttl)
+		if r.Record != nil {
+			size += protowire.SizeTag(fieldRegisterRecord) + protowire.SizeBytes(len(r.Record))
+		}
+		b = appendSubHeader(b, fieldDiscoverResponseRegistrations, size)
+		b = protowire.AppendTag(b, fieldRegisterNs, protowire.BytesType)
+		b = protowire.AppendString(b, r.Namespace)
+		b = appendBytes(b, fieldRegisterRecord, r.Record)
+		b = protowire.AppendTag(b, fieldRegisterTTL, protowire.VarintType)
+		b = protowire.AppendVarint(b, ttl)
+	}
+	b = appendSubHeader(b, fieldDiscoverResponseCookie, cookieLen)
+	b = p.cookie.Append(b)
+	b = appendEnum(b, fieldDiscoverResponseStatus, &status)
+	return appendString(b, fieldDiscoverResponseText, &text)
 }

@@ -2,22 +2,27 @@ package server
 
 import (
 	"bytes"
+	"context"
 	crand "crypto/rand"
-	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
-	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
+	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/pb"
+	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/memory"
 )
 
 // marshalDelimited is a message as proto.Marshal writes it, with its
@@ -196,44 +201,134 @@ func TestAppendDelimitedEdges(t *testing.T) {
 	}
 }
 
-// BenchmarkDiscoverResponseWrite is the writing of a DISCOVER response of
-// 100 registrations to a stream: as proto.Marshal and a varint writer do it
-// and as the point does.
-//
-//	go test -run '^$' -bench DiscoverResponseWrite -benchmem ./server
-func BenchmarkDiscoverResponseWrite(b *testing.B) {
-	regs := make([]*pb.Message_Register, 100)
-	for i := range regs {
+// pointWithPage is a point of the memory store holding n registrations in
+// namespace "bench" of ns, each of a record of recordSize random bytes
+// (the store does not check records), with TTLs of 1 s to 72 h, on a
+// clock that stands still; rc are its resources.
+func pointWithPage(t testing.TB, r *rand.Rand, rc Resources, n, recordSize int) (*Server, peer.ID) {
+	st := memory.New()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range n {
 		key, _, err := crypto.GenerateEd25519Key(crand.Reader)
 		if err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
-		rec, err := rendezvous.SealPeerRecord(key, []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/192.0.2.%d/tcp/4001", i))}, 1)
-		if err != nil {
-			b.Fatal(err)
+		id, _ := peer.IDFromPrivateKey(key)
+		rec := make([]byte, 1+r.IntN(recordSize))
+		for j := range rec {
+			rec[j] = byte(r.Uint32())
 		}
-		ns, ttl := "bench-1", uint64(7200)
-		regs[i] = &pb.Message_Register{Ns: &ns, SignedPeerRecord: rec, Ttl: &ttl}
+		ttl := time.Duration(1+r.Int64N(int64(rendezvous.DefaultMaxTTL/time.Millisecond))) * time.Millisecond
+		if i%7 == 0 {
+			ttl = time.Duration(r.IntN(2000)) * time.Millisecond // under a second left, or 1 to 2
+		}
+		reg := store.Registration{Namespace: "bench", Peer: id, Record: rec, Expires: now.Add(ttl + time.Millisecond)}
+		if _, err := st.Register(context.Background(), reg, store.Limits{}, now); err != nil {
+			t.Fatal(err)
+		}
 	}
-	resp := newDiscoverAnswer(rendezvous.StatusOK, "", regs, bytes.Repeat([]byte{1}, 40))
+	client, _ := peer.Decode("12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf")
+	s, err := New(testhost.New(t), st, WithResources(rc), WithClock(func() time.Time { return now }),
+		WithAllowlist(Allowlist{Peers: []peer.ID{client}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, client
+}
+
+func discoverRequest(ns string, limit uint64, cookie []byte) *pb.Message {
+	return &pb.Message{Type: pb.Message_DISCOVER.Enum(), Discover: &pb.Message_Discover{Ns: &ns, Limit: &limit, Cookie: cookie}}
+}
+
+// TestDiscoverPageIsItsMessage checks that a DISCOVER answered on a stream,
+// written from the store's page, is byte for byte the message
+// HandleRequest answers with, as proto.Marshal writes it: every page of a
+// namespace (pages cut by the limit and by the response size budget),
+// and refusals.
+func TestDiscoverPageIsItsMessage(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	rc := DefaultResources()
+	rc.MaxRecordSize = 2000
+	rc.MaxDiscoverResponseSize = 8 << 10 // pages are cut by size too
+	s, client := pointWithPage(t, r, rc, 300, rc.MaxRecordSize)
+	check := func(req *pb.Message) *pb.Message {
+		t.Helper()
+		want, wantStatus := s.HandleRequest(context.Background(), Request{Message: req, Peer: client})
+		out := []byte("kept")
+		resp, status := s.answer(context.Background(), Request{Message: req, Peer: client}, &out)
+		if resp != nil {
+			out = appendDelimited(out, resp)
+		}
+		if status != wantStatus || !bytes.Equal(out[:4], []byte("kept")) || !bytes.Equal(out[4:], marshalDelimited(t, want)) {
+			t.Fatalf("%v: answered %v %x, want %v %x", req, status, out[4:], wantStatus, marshalDelimited(t, want))
+		}
+		return want
+	}
+	for _, limit := range []uint64{0, 1, 7, 100, 1000} {
+		var cookie []byte
+		seen := 0
+		for range 400 {
+			resp := check(discoverRequest("bench", limit, cookie))
+			got := len(resp.GetDiscoverResponse().GetRegistrations())
+			if got == 0 {
+				break
+			}
+			seen += got
+			cookie = resp.GetDiscoverResponse().GetCookie()
+		}
+		if seen != 300 {
+			t.Fatalf("limit %d: %d registrations over the pages, want 300", limit, seen)
+		}
+	}
+	check(discoverRequest("empty", 10, nil))
+	check(discoverRequest("bench", 10, []byte("not a cookie")))
+	check(discoverRequest(strings.Repeat("n", rendezvous.MaxNamespaceLength+1), 10, nil))
+}
+
+// BenchmarkDiscoverWrite is the point's work for a DISCOVER answered with a
+// page of 100 registrations of 180-byte records, up to the bytes written
+// on the stream, without the transport: the message built and written with
+// proto.Marshal and a varint writer, the message built and written field
+// by field, and the page written from the store.
+//
+//	go test -run '^$' -bench DiscoverWrite -benchmem ./server
+func BenchmarkDiscoverWrite(b *testing.B) {
+	s, client := pointWithPage(b, rand.New(rand.NewPCG(5, 6)), DefaultResources(), 100, 180)
+	req := Request{Message: discoverRequest("bench", 100, nil), Peer: client, Source: netip.MustParseAddr("192.0.2.1")}
+	check := func(status rendezvous.Status, err error) {
+		if status != rendezvous.StatusOK || err != nil {
+			b.Fatal(status, err)
+		}
+	}
 	b.Run("proto.Marshal", func(b *testing.B) {
 		wr := msgio.NewVarintWriter(io.Discard)
 		for b.Loop() {
+			resp, status := s.HandleRequest(context.Background(), req)
 			m, err := proto.Marshal(resp)
-			if err != nil {
-				b.Fatal(err)
+			if err == nil {
+				err = wr.WriteMsg(m)
 			}
-			if err := wr.WriteMsg(m); err != nil {
-				b.Fatal(err)
-			}
+			check(status, err)
 		}
 	})
-	b.Run("wire", func(b *testing.B) {
-		var s Server
+	b.Run("message", func(b *testing.B) {
 		for b.Loop() {
-			if err := s.writeResponse(io.Discard, resp); err != nil {
-				b.Fatal(err)
-			}
+			resp, status := s.HandleRequest(context.Background(), req)
+			out := s.responseBuffer()
+			*out = appendDelimited(*out, resp)
+			_, err := io.Discard.Write(*out)
+			s.responses.Put(out)
+			check(status, err)
+		}
+	})
+	b.Run("page", func(b *testing.B) {
+		for b.Loop() {
+			out := s.responseBuffer()
+			_, status := s.answer(context.Background(), req, out)
+			_, err := io.Discard.Write(*out)
+			s.responses.Put(out)
+			check(status, err)
 		}
 	})
 }
