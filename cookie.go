@@ -25,9 +25,18 @@ const cookieSeqLen = 8
 
 // Encode returns the wire form of c.
 func (c Cookie) Encode() []byte {
-	b := make([]byte, cookieSeqLen, cookieSeqLen+len(c.Namespace))
-	binary.BigEndian.PutUint64(b, c.Seq)
+	return c.Append(make([]byte, 0, c.EncodedLen()))
+}
+
+// Append appends the bytes of Encode to b.
+func (c Cookie) Append(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, c.Seq)
 	return append(b, c.Namespace...)
+}
+
+// EncodedLen is the length of Encode's bytes.
+func (c Cookie) EncodedLen() int {
+	return cookieSeqLen + len(c.Namespace)
 }
 
 // DecodeCookie parses a cookie received in a DISCOVER for namespace ns. An

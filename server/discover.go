@@ -6,8 +6,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/pb"
@@ -15,11 +13,45 @@ import (
 )
 
 func (s *Server) handleDiscover(ctx context.Context, r Request, req *pb.Message_Discover) (*pb.Message, rendezvous.Status) {
-	regs, cookie, err := s.discover(ctx, r.Scope, r.Peer, req)
+	p, err := s.discover(ctx, r.Scope, r.Peer, req)
 	if err != nil {
 		return discoverRefusal(err), rendezvous.StatusOf(err)
 	}
-	return newDiscoverAnswer(rendezvous.StatusOK, "", regs, cookie.Encode()), rendezvous.StatusOK
+	defer s.putPageBuffer(p.buf)
+	regs := make([]*pb.Message_Register, len(p.regs))
+	// The page's messages, in one allocation.
+	items := make([]discovered, len(p.regs))
+	for i, r := range p.regs {
+		it := &items[i]
+		it.ns, it.ttl = r.Namespace, remainingSeconds(r.Expires, p.now)
+		it.reg.Ns, it.reg.SignedPeerRecord, it.reg.Ttl = &it.ns, r.Record, &it.ttl
+		regs[i] = &it.reg
+	}
+	return newDiscoverAnswer(rendezvous.StatusOK, "", regs, p.cookie.Encode()), rendezvous.StatusOK
+}
+
+// appendDiscover appends the answer to a DISCOVER to b as handleDiscover
+// gives it, with its length prefix, written from the store's page without
+// building its messages.
+func (s *Server) appendDiscover(ctx context.Context, b []byte, r Request, req *pb.Message_Discover) ([]byte, rendezvous.Status) {
+	p, err := s.discover(ctx, r.Scope, r.Peer, req)
+	if err != nil {
+		return appendDelimited(b, discoverRefusal(err)), rendezvous.StatusOf(err)
+	}
+	defer s.putPageBuffer(p.buf)
+	return appendDiscoverPage(b, p), rendezvous.StatusOK
+}
+
+// discoverPage is a page of registrations to answer a DISCOVER with.
+type discoverPage struct {
+	// regs are the registrations, in the page buffer buf, which the
+	// caller gives back with putPageBuffer.
+	regs []store.Registration
+	buf  *[]store.Registration
+	// size is what regs take in a DISCOVER_RESPONSE.
+	size   int
+	now    time.Time
+	cookie rendezvous.Cookie
 }
 
 // discoverRefusal is the answer to a DISCOVER refused with err.
@@ -27,18 +59,18 @@ func discoverRefusal(err error) *pb.Message {
 	return newDiscoverAnswer(rendezvous.StatusOf(err), errorText(err), []*pb.Message_Register{}, []byte{})
 }
 
-func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remote peer.ID, req *pb.Message_Discover) ([]*pb.Message_Register, rendezvous.Cookie, error) {
+func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remote peer.ID, req *pb.Message_Discover) (discoverPage, error) {
 	ns := req.GetNs()
 	if err := rendezvous.ValidateDiscoverNamespace(ns); err != nil {
-		return nil, rendezvous.Cookie{}, err
+		return discoverPage{}, err
 	}
 	cookie, err := rendezvous.DecodeCookie(req.GetCookie(), ns)
 	if err != nil {
-		return nil, rendezvous.Cookie{}, err
+		return discoverPage{}, err
 	}
 	if s.acl != nil && !s.acl.AllowDiscover(remote, ns) {
 		s.refused(pb.Message_DISCOVER, RefusedACL)
-		return nil, rendezvous.Cookie{}, rendezvous.Errorf(rendezvous.StatusNotAuthorized, "not allowed to discover in this namespace")
+		return discoverPage{}, rendezvous.Errorf(rendezvous.StatusNotAuthorized, "not allowed to discover in this namespace")
 	}
 	limit := s.rc.DefaultDiscoverLimit
 	if l := req.GetLimit(); l > 0 {
@@ -46,30 +78,25 @@ func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remo
 	}
 	if scope != nil {
 		if err := scope.ReserveMemory(s.rc.MaxDiscoverResponseSize, network.ReservationPriorityHigh); err != nil {
-			return nil, rendezvous.Cookie{}, rendezvous.Errorf(rendezvous.StatusUnavailable, "out of resources")
+			return discoverPage{}, rendezvous.Errorf(rendezvous.StatusUnavailable, "out of resources")
 		}
 		defer scope.ReleaseMemory(s.rc.MaxDiscoverResponseSize)
 	}
 	now := s.now()
 	page := s.pageBuffer()
-	defer s.putPageBuffer(page)
 	found, err := s.store.Discover(ctx, (*page)[:0], ns, cookie.Seq, limit, now)
 	*page = found
 	if err != nil {
-		return nil, rendezvous.Cookie{}, s.storeError(pb.Message_DISCOVER, err)
+		s.putPageBuffer(page)
+		return discoverPage{}, s.storeError(pb.Message_DISCOVER, err)
 	}
 	budget := s.rc.MaxDiscoverResponseSize - responseOverhead
-	regs := make([]*pb.Message_Register, 0, len(found))
-	// The page's messages, in one allocation.
-	items := make([]discovered, len(found))
-	for i, r := range found {
-		it := &items[i]
-		it.ns, it.ttl = r.Namespace, remainingSeconds(r.Expires, now)
-		reg := &it.reg
-		reg.Ns, reg.SignedPeerRecord, reg.Ttl = &it.ns, r.Record, &it.ttl
-		cost := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(reg))
+	// The registrations kept move to the front of the page.
+	kept, size := found[:0], 0
+	for _, r := range found {
+		cost := registrationSize(r.Namespace, r.Record, remainingSeconds(r.Expires, now))
 		if cost > budget {
-			if len(regs) > 0 || cost <= s.rc.MaxDiscoverResponseSize-responseOverhead {
+			if len(kept) > 0 || cost <= s.rc.MaxDiscoverResponseSize-responseOverhead {
 				break // the next page starts with it
 			}
 			// It fits in no response (stored under larger limits than
@@ -79,10 +106,11 @@ func (s *Server) discover(ctx context.Context, scope network.ResourceScope, remo
 			continue
 		}
 		budget -= cost
-		regs = append(regs, reg)
+		size += cost
+		kept = append(kept, r)
 		cookie.Seq = r.Seq
 	}
-	return regs, cookie, nil
+	return discoverPage{regs: kept, buf: page, size: size, now: now, cookie: cookie}, nil
 }
 
 // pageBuffer returns a buffer for the registrations of one DISCOVER.

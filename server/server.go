@@ -85,6 +85,8 @@ type Server struct {
 
 	// pages holds *[]store.Registration buffers that DISCOVERs read into.
 	pages sync.Pool
+	// responses holds *[]byte buffers that responses are written from.
+	responses sync.Pool
 
 	// registerRate and discoverRate hold the rates of each source.
 	registerRate, discoverRate *rate.Limiter
@@ -197,7 +199,6 @@ func (s *Server) handleStream(str network.Stream) {
 	// reads the length prefix a byte at a time, and a request's buffer is
 	// reserved and taken from a pool only once its length is known.
 	rd := msgio.NewVarintReaderSize(str, s.rc.MaxRequestSize)
-	wr := msgio.NewVarintWriter(str)
 	remote := str.Conn().RemotePeer()
 	source := SourceOf(str.Conn())
 	for {
@@ -226,13 +227,21 @@ func (s *Server) handleStream(str network.Stream) {
 		start := time.Now()
 		_ = str.SetDeadline(start.Add(s.rc.RequestTimeout))
 		// Not s.ctx: a request in flight when Close is called finishes.
-		resp, status := s.HandleRequest(context.Background(), Request{Message: req, Peer: remote, Source: source, Scope: str.Scope()})
+		out := s.responseBuffer()
+		resp, status := s.answer(context.Background(), Request{Message: req, Peer: remote, Source: source, Scope: str.Scope()}, out)
 		if resp != nil {
-			if err := writeResponse(wr, resp); err != nil {
-				s.streamLog(str).Debug("writing response", "err", err)
-				_ = str.Reset()
-				return
-			}
+			*out = appendDelimited(*out, resp)
+		}
+		if len(*out) > 0 {
+			// One write: the length prefix and the message go out in one
+			// frame.
+			_, err = str.Write(*out)
+		}
+		s.responses.Put(out)
+		if err != nil {
+			s.streamLog(str).Debug("writing response", "err", err)
+			_ = str.Reset()
+			return
 		}
 		if s.mt != nil {
 			s.mt.RequestHandled(req.GetType(), status, time.Since(start))
@@ -276,13 +285,17 @@ func (s *Server) readRequest(str network.Stream, rd msgio.ReadCloser) (*pb.Messa
 	return &req, nil
 }
 
-// writeResponse writes resp with its length prefix in one write.
-func writeResponse(wr msgio.WriteCloser, resp *pb.Message) error {
-	b, err := proto.Marshal(resp)
-	if err != nil {
-		return err
+// responseBuffer returns an empty buffer to write a response from, kept
+// for the next response once written. A response is at most
+// MaxDiscoverResponseSize long (a DISCOVER's page is cut to fit it), which
+// bounds the buffers kept; the pool lets the garbage collector have them
+// when idle.
+func (s *Server) responseBuffer() *[]byte {
+	if b, ok := s.responses.Get().(*[]byte); ok {
+		*b = (*b)[:0]
+		return b
 	}
-	return wr.WriteMsg(b)
+	return new([]byte)
 }
 
 // streamLog is the logger of a stream's events.
@@ -301,6 +314,14 @@ func isRequest(t pb.Message_MessageType) bool {
 // is refused before anything else is looked at. It never panics on any
 // input.
 func (s *Server) HandleRequest(ctx context.Context, req Request) (*pb.Message, rendezvous.Status) {
+	return s.answer(ctx, req, nil)
+}
+
+// answer answers req as HandleRequest does. Given a buffer, it appends the
+// answer to a DISCOVER served to it instead, as it is written on a stream
+// (length prefix and message), and returns no message: the page goes from
+// the store to the buffer without messages built in between.
+func (s *Server) answer(ctx context.Context, req Request, out *[]byte) (*pb.Message, rendezvous.Status) {
 	ctx, cancel := context.WithTimeout(ctx, s.rc.RequestTimeout)
 	defer cancel()
 	if !req.Source.IsValid() {
@@ -317,6 +338,11 @@ func (s *Server) HandleRequest(ctx context.Context, req Request) (*pb.Message, r
 	case pb.Message_DISCOVER:
 		if err := s.checkRate(s.discoverRate, req); err != nil {
 			return discoverRefusal(err), err.Status
+		}
+		if out != nil {
+			var status rendezvous.Status
+			*out, status = s.appendDiscover(ctx, *out, req, m.GetDiscover())
+			return nil, status
 		}
 		return s.handleDiscover(ctx, req, m.GetDiscover())
 	case pb.Message_UNREGISTER:

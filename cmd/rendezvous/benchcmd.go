@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -28,6 +29,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		proto    string
 		asJSON   bool
 		quiet    bool
+		cpuProf  string
 		cfg      bench.Config
 	)
 	fs.StringVar(&point, "point", "", "multiaddr of the point, ending in /p2p/<peer id> (required)")
@@ -41,6 +43,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&proto, "protocol", string(rendezvous.ProtocolID), "rendezvous protocol ID")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&quiet, "quiet", false, "no progress line")
+	fs.StringVar(&cpuProf, "cpuprofile", "", "write a CPU profile of the load generator's run to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -59,6 +62,19 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cpuProf != "" {
+		f, err := os.Create(cpuProf)
+		if err != nil {
+			fmt.Fprintf(stderr, "rendezvous bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "rendezvous bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := bench.Run(ctx, cfg)
 	if !quiet {
 		fmt.Fprintln(stderr)

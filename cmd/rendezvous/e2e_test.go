@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -165,19 +166,41 @@ func TestBenchAgainstServe(t *testing.T) {
 	// per-source quotas and rates, as an operator measuring a point would.
 	d := startServe(t, "--store", "memory", "--data-dir", t.TempDir(), "--listen", "/ip4/127.0.0.1/tcp/0", "--bench-echo",
 		"--allow-prefix", "127.0.0.0/8")
+	profile := filepath.Join(t.TempDir(), "cpu.prof")
 	for _, workload := range []string{"register", "discover", "mixed", "echo"} {
-		out := cli(t, "bench", "--point", d.addrs[0].String(), "--workload", workload, "--conns", "4", "--duration", "1s", "--json", "--quiet")
+		out := cli(t, "bench", "--point", d.addrs[0].String(), "--workload", workload, "--conns", "4", "--duration", "1s", "--json", "--quiet",
+			"--limit", "3", "--cpuprofile", profile)
 		var rep struct {
-			Ops    int64   `json:"ops"`
-			Errors int64   `json:"errors"`
-			Rate   float64 `json:"ops_per_sec"`
-			P99    int64   `json:"p99_ns"`
+			Ops           int64   `json:"ops"`
+			Errors        int64   `json:"errors"`
+			Rate          float64 `json:"ops_per_sec"`
+			P99           int64   `json:"p99_ns"`
+			Registrations int64   `json:"registrations"`
 		}
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("bench --json printed %q: %v", out, err)
 		}
 		if rep.Ops == 0 || rep.Errors != 0 || rep.Rate <= 0 || rep.P99 <= 0 {
 			t.Fatalf("%s: %+v, want operations without errors", workload, rep)
+		}
+		// The register run left 4 peers in each namespace it reached;
+		// DISCOVERs of limit 3 get pages of at most 3.
+		switch workload {
+		case "discover", "mixed":
+			if rep.Registrations == 0 || rep.Registrations > 3*rep.Ops {
+				t.Fatalf("%s: %d registrations in %d answers, want 1 to 3 in most", workload, rep.Registrations, rep.Ops)
+			}
+		default:
+			if rep.Registrations != 0 {
+				t.Fatalf("%s: %d registrations, want none", workload, rep.Registrations)
+			}
+		}
+		// A CPU profile is gzipped protobuf.
+		if b, err := os.ReadFile(profile); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Fatalf("%s: --cpuprofile wrote %d bytes (%v), want a gzipped profile", workload, len(b), err)
+		}
+		if err := os.Remove(profile); err != nil {
+			t.Fatal(err)
 		}
 		t.Logf("%s: %.0f ops/s, p99 %v", workload, rep.Rate, time.Duration(rep.P99))
 	}

@@ -1,9 +1,13 @@
 package bench
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -15,8 +19,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-msgio/pbio"
 	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
@@ -79,6 +83,9 @@ type Report struct {
 	P50       time.Duration `json:"p50_ns"`
 	P90       time.Duration `json:"p90_ns"`
 	P99       time.Duration `json:"p99_ns"`
+	// Registrations is the number of registrations the DISCOVER answers
+	// held, all together: over the DISCOVERs answered, the mean page.
+	Registrations int64 `json:"registrations"`
 	// FirstError is the first error seen, if any.
 	FirstError string `json:"first_error,omitempty"`
 }
@@ -157,6 +164,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	var all []time.Duration
 	for _, w := range workers {
 		all = append(all, w.latencies...)
+		rep.Registrations += w.regs
 	}
 	rep.P50, rep.P90, rep.P99 = percentile(all, 0.50), percentile(all, 0.90), percentile(all, 0.99)
 	return rep, nil
@@ -188,10 +196,17 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 
 // worker is one client host with its prepared requests.
 type worker struct {
-	host      host.Host
-	point     peer.ID
-	rng       *rand.Rand
-	registers []*pb.Message // one REGISTER per namespace
+	host  host.Host
+	point peer.ID
+	rng   *rand.Rand
+	// registers and discovers are the requests of each namespace, with
+	// their length prefix, ready to write.
+	registers, discovers [][]byte
+	// rd and buf read the answers, one stream after another.
+	rd  *bufio.Reader
+	buf []byte
+	// regs counts the registrations of the DISCOVER answers.
+	regs      int64
 	latencies []time.Duration
 }
 
@@ -233,39 +248,63 @@ func newWorker(ctx context.Context, cfg Config, seed uint64) (*worker, error) {
 		_ = h.Close()
 		return nil, err
 	}
-	w := &worker{host: h, point: cfg.Point.ID, rng: rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))}
+	w := &worker{host: h, point: cfg.Point.ID, rng: rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano()))), rd: bufio.NewReader(nil)}
 	for i := range cfg.Namespaces {
-		w.registers = append(w.registers, &pb.Message{
+		ns := namespace(cfg.NamespacePrefix, i)
+		reg, err := delimited(&pb.Message{
 			Type: pb.Message_REGISTER.Enum(),
 			Register: &pb.Message_Register{
-				Ns:               proto.String(namespace(cfg.NamespacePrefix, i)),
+				Ns:               proto.String(ns),
 				SignedPeerRecord: rec,
 				Ttl:              proto.Uint64(uint64(rendezvous.DefaultTTL / time.Second)),
 			},
 		})
+		if err != nil {
+			_ = h.Close()
+			return nil, err
+		}
+		disc, err := delimited(discover(ns, cfg.discoverLimit()))
+		if err != nil {
+			_ = h.Close()
+			return nil, err
+		}
+		w.registers, w.discovers = append(w.registers, reg), append(w.discovers, disc)
 	}
 	return w, nil
 }
+
+// delimited is m with its length as a varint in front, as requests are
+// written.
+func delimited(m *pb.Message) ([]byte, error) {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return append(protowire.AppendVarint(nil, uint64(len(b))), b...), nil
+}
+
+// maxAnswerSize bounds an answer read.
+const maxAnswerSize = 1 << 20
 
 // DefaultNamespacePrefix names the namespaces of a run told none.
 const DefaultNamespacePrefix = "bench-"
 
 func namespace(prefix string, i int) string { return prefix + strconv.Itoa(i) }
 
-// do sends one request on a stream of its own, as clients do, and reads the
-// answer.
+// do sends one request on a stream of its own, as clients do, reads the
+// answer and checks it (see checkAnswer; an echo must come back as sent).
 func (w *worker) do(ctx context.Context, cfg Config) error {
 	k := w.rng.IntN(cfg.Namespaces)
-	req := w.registers[k]
+	req, want := w.registers[k], pb.Message_REGISTER_RESPONSE
 	id := cfg.Protocol
 	switch cfg.Workload {
 	case WorkloadEcho:
 		id = EchoProtocolID
 	case WorkloadDiscover:
-		req = discover(namespace(cfg.NamespacePrefix, k), cfg.DiscoverLimit)
+		req, want = w.discovers[k], pb.Message_DISCOVER_RESPONSE
 	case WorkloadMixed:
 		if w.rng.IntN(2) == 0 {
-			req = discover(namespace(cfg.NamespacePrefix, k), cfg.DiscoverLimit)
+			req, want = w.discovers[k], pb.Message_DISCOVER_RESPONSE
 		}
 	}
 	s, err := w.host.NewStream(ctx, w.point, id)
@@ -274,38 +313,58 @@ func (w *worker) do(ctx context.Context, cfg Config) error {
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := pbio.NewDelimitedWriter(s).WriteMsg(req); err != nil {
+	if _, err := s.Write(req); err != nil {
 		_ = s.Reset()
 		return err
 	}
 	// The answer is read before the stream is closed: a point that resets a
 	// stream once it sees its end (the Waku one) would throw it away.
-	var resp pb.Message
-	if err := pbio.NewDelimitedReader(s, 1<<20).ReadMsg(&resp); err != nil {
+	w.rd.Reset(s)
+	defer w.rd.Reset(nil)
+	n, err := binary.ReadUvarint(w.rd)
+	if err == nil && n > maxAnswerSize {
+		err = fmt.Errorf("answer of %d bytes, more than %d", n, maxAnswerSize)
+	}
+	if err != nil {
+		_ = s.Reset()
+		return err
+	}
+	if uint64(cap(w.buf)) < n {
+		w.buf = make([]byte, n)
+	}
+	ans := w.buf[:n]
+	if _, err := io.ReadFull(w.rd, ans); err != nil {
 		_ = s.Reset()
 		return err
 	}
 	if id == EchoProtocolID {
+		if msg, _ := protowire.ConsumeBytes(req); !bytes.Equal(ans, msg) {
+			return errors.New("echo answered other bytes than sent")
+		}
 		return nil
 	}
-	status := resp.GetRegisterResponse().GetStatus()
-	if resp.GetType() == pb.Message_DISCOVER_RESPONSE {
-		status = resp.GetDiscoverResponse().GetStatus()
-	}
-	if status != rendezvous.StatusOK {
-		return &rendezvous.Error{Status: status, Text: resp.GetRegisterResponse().GetStatusText() + resp.GetDiscoverResponse().GetStatusText()}
-	}
-	return nil
+	regs, err := checkAnswer(ans, want, namespace(cfg.NamespacePrefix, k), cfg.discoverLimit())
+	w.regs += int64(regs)
+	return err
 }
 
 // discover is a DISCOVER of namespace ns with an explicit, nonzero limit and
 // no cookie field, as every implementation reads it.
 func discover(ns string, limit int) *pb.Message {
-	if limit <= 0 {
-		limit = 1000
-	}
 	return &pb.Message{
 		Type:     pb.Message_DISCOVER.Enum(),
 		Discover: &pb.Message_Discover{Ns: proto.String(ns), Limit: proto.Uint64(uint64(limit))},
 	}
+}
+
+// defaultDiscoverLimit is the limit of a DISCOVER when Config.DiscoverLimit
+// is 0 or less.
+const defaultDiscoverLimit = 1000
+
+// discoverLimit is the limit each DISCOVER asks for.
+func (cfg Config) discoverLimit() int {
+	if cfg.DiscoverLimit <= 0 {
+		return defaultDiscoverLimit
+	}
+	return cfg.DiscoverLimit
 }
