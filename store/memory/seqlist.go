@@ -7,8 +7,8 @@ import (
 	"github.com/google/btree"
 )
 
-// chunkCap is the most entries a chunk of a seqList holds: 64 entries of 64
-// bytes, 4 KB.
+// chunkCap is the most entries a chunk of a seqList holds: 64 entries of 40
+// bytes, 2.5 KB.
 const chunkCap = 64
 
 // chunkMerge is the size under which a chunk that lost an entry is merged
