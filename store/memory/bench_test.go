@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"runtime"
 	"testing"
 	"time"
@@ -240,9 +241,10 @@ func BenchmarkMapReference(b *testing.B) {
 // each with a signed record of 200 bytes of its own, registering in
 // size/1000 namespaces, every REGISTER bringing its own copies of the
 // namespace, the peer ID and the record (as the server decodes them from
-// each request). It reports the heap the store holds per registration
-// ("heap-bytes/reg"), all of it counted: what the caller's copies leave
-// behind is garbage unless the store keeps it. One operation is the fill.
+// each request), each peer from an address of its own. It reports the heap
+// the store holds per registration ("heap-bytes/reg"), all of it counted:
+// what the caller's copies leave behind is garbage unless the store keeps
+// it. One operation is the fill.
 func BenchmarkHeldBytes(b *testing.B) {
 	for _, size := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
@@ -264,6 +266,7 @@ func BenchmarkHeldBytes(b *testing.B) {
 						Peer:      peer.ID(fmt.Sprintf("12D3KooWpeer-%034d", p)),
 						Record:    append([]byte(nil), records[p]...),
 						Expires:   benchExpires(i),
+						Source:    netip.AddrFrom4([4]byte{10, 0, byte(p >> 8), byte(p)}),
 					}
 					if _, err := s.Register(context.Background(), r, store.Limits{}, benchNow); err != nil {
 						b.Fatal(err)

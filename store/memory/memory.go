@@ -63,6 +63,9 @@ type peerInfo struct {
 	// last is the record of its latest registration, which a registration
 	// of an identical record shares.
 	last *record
+	// src is the source of its latest registration that had one, which a
+	// registration from the same source shares.
+	src *netip.Addr
 }
 
 // record is a signed peer record held by one registration or more.
@@ -103,12 +106,13 @@ type slot struct {
 	seq     uint64
 }
 
-// held is what the store knows of a key: where its registration is, and
-// the source it came from (kept here rather than in the entry, which
-// Discover reads and which stays small).
+// held is what the store knows of a key: the sequence number of its
+// registration, and the source it came from (nil if none; kept here rather
+// than in the entry, which Discover reads and which stays small). The
+// registration's entry holds its expiry.
 type held struct {
-	slot
-	src netip.Addr
+	seq uint64
+	src *netip.Addr
 }
 
 func byExpiry(a, b slot) bool {
@@ -202,6 +206,14 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 	if p.last == nil || !bytes.Equal(p.last.b, reg.Record) {
 		p.last = &record{b: append([]byte(nil), reg.Record...)}
 	}
+	var src *netip.Addr
+	if reg.Source.IsValid() {
+		if p.src == nil || *p.src != reg.Source {
+			addr := reg.Source
+			p.src = &addr
+		}
+		src = p.src
+	}
 	s.seq++
 	e := entry{
 		seq:     s.seq,
@@ -210,7 +222,7 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 		peer:    p,
 		rec:     p.last,
 	}
-	s.insert(e, reg.Source)
+	s.insert(e, src)
 	return e.seq, nil
 }
 
@@ -315,23 +327,25 @@ func (s *Store) expire(now time.Time) {
 	}
 }
 
-func (s *Store) insert(e entry, src netip.Addr) {
-	sl := slot{expires: e.expires, seq: e.seq}
-	s.byKey[key{e.ns, e.peer}] = held{slot: sl, src: src}
+func (s *Store) insert(e entry, src *netip.Addr) {
+	s.byKey[key{e.ns, e.peer}] = held{seq: e.seq, src: src}
 	s.all.push(e)
-	s.byExpiry.ReplaceOrInsert(sl)
+	s.byExpiry.ReplaceOrInsert(slot{expires: e.expires, seq: e.seq})
 	e.ns.regs.push(e)
 	e.peer.n++
-	s.countSource(src, 1)
+	if src != nil {
+		s.countSource(*src, 1)
+	}
 }
 
 func (s *Store) remove(k key, h held) {
-	sl := h.slot
-	s.countSource(h.src, -1)
+	if h.src != nil {
+		s.countSource(*h.src, -1)
+	}
 	delete(s.byKey, k)
-	s.all.delete(sl.seq)
-	s.byExpiry.Delete(sl)
-	if k.ns.regs.delete(sl.seq); k.ns.regs.Len() == 0 {
+	e, _ := s.all.delete(h.seq)
+	s.byExpiry.Delete(slot{expires: e.expires, seq: h.seq})
+	if k.ns.regs.delete(h.seq); k.ns.regs.Len() == 0 {
 		delete(s.byNS, k.ns.name)
 	}
 	if k.peer.n--; k.peer.n <= 0 {

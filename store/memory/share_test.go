@@ -3,6 +3,7 @@ package memory
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -128,5 +129,52 @@ func TestSharedRecords(t *testing.T) {
 	}
 	if len(s.peers) != 1 {
 		t.Errorf("%d peers held, want 1", len(s.peers))
+	}
+}
+
+// TestSharedSources: a peer's registrations from one source share its
+// copy; each is counted in the quotas of the source it came from, and
+// uncounted when it goes.
+func TestSharedSources(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := New()
+	defer s.Close()
+	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1")
+	register := func(ns string, src netip.Addr) {
+		t.Helper()
+		if _, err := s.Register(ctx, store.Registration{Namespace: ns, Peer: "peer-a", Record: []byte("r"), Expires: now.Add(time.Hour), Source: src}, store.Limits{}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counts := func(want1, want2 int) {
+		t.Helper()
+		in1, _ := s.sourceCounts(a1)
+		in2, _ := s.sourceCounts(a2)
+		if in1 != want1 || in2 != want2 {
+			t.Errorf("registrations from %s, %s: %d, %d; want %d, %d", a1, a2, in1, in2, want1, want2)
+		}
+	}
+	register("ns1", a1)
+	register("ns2", a1)
+	register("ns3", netip.Addr{})
+	if h1, h2 := s.byKey[key{s.byNS["ns1"], s.peers["peer-a"]}], s.byKey[key{s.byNS["ns2"], s.peers["peer-a"]}]; h1.src != h2.src {
+		t.Error("one peer's registrations from one source hold two copies of it")
+	}
+	counts(2, 0)
+	register("ns2", a2) // a refresh from another source
+	counts(1, 1)
+	register("ns1", a2)
+	counts(0, 2)
+	if err := s.Unregister(ctx, "ns1", "peer-a"); err != nil {
+		t.Fatal(err)
+	}
+	counts(0, 1)
+	if _, err := s.Stats(ctx, now.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	counts(0, 0)
+	if len(s.perSource) != 0 {
+		t.Errorf("%d source prefixes counted in an empty store", len(s.perSource))
 	}
 }
