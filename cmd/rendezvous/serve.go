@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -33,6 +34,7 @@ import (
 	"github.com/rendezvous-p2p/rendezvous/internal/identity"
 	"github.com/rendezvous-p2p/rendezvous/server"
 	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/sqlite"
 )
 
 // DefaultListen is where serve listens without --listen: TCP and QUIC on
@@ -44,6 +46,10 @@ var DefaultListen = []string{"/ip4/127.0.0.1/tcp/4457", "/ip4/127.0.0.1/udp/4457
 // without --data-dir.
 const DefaultDataDir = "rendezvous-data"
 
+// DefaultEmbeddedMmapSize is the default of --embedded-mmap-size: the bytes
+// of the embedded store's database file read through a memory map.
+const DefaultEmbeddedMmapSize = 0
+
 // serveConfig is what serve is told on its command line.
 type serveConfig struct {
 	config      string
@@ -52,6 +58,8 @@ type serveConfig struct {
 	identity    string
 	dataDir     string
 	store       string
+	mmapSize    int64
+	memoryLimit int64
 	benchEcho   bool
 	metricsAddr string
 	pprofAddr   string
@@ -76,6 +84,8 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.dataDir, "data-dir", DefaultDataDir, "directory of the identity and the embedded store, used by one serve at a time")
 	fs.StringVar(&c.identity, "identity", "", "private key file, created (mode 0600) when missing (default DATA-DIR/identity.key)")
 	fs.StringVar(&c.store, "store", "embedded", "where registrations are kept: embedded (in DATA-DIR), memory, or a postgres:// URL")
+	fs.Int64Var(&c.mmapSize, "embedded-mmap-size", DefaultEmbeddedMmapSize, "bytes of the embedded store's database file read through a memory map, which count in the resident memory up to the whole file (0: none; pages are then read into SQLite's page cache of "+fmt.Sprint(sqlite.DefaultCacheKiB>>10)+" MiB per connection)")
+	fs.Int64Var(&c.memoryLimit, "memory-limit", 0, "soft limit in bytes on the Go runtime's memory (debug.SetMemoryLimit; the garbage collector runs more often near it; 0: off, or GOMEMLIMIT's)")
 	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of 'rendezvous bench --workload echo'")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "HTTP address serving /metrics, /healthz and /readyz (off if empty)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "HTTP address serving Go's profiles under /debug/pprof/ (off if empty; never expose it)")
@@ -147,6 +157,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rendezvous serve:", err)
 		return 2
 	}
+	if err := setMemoryLimit(cfg.memoryLimit); err != nil {
+		fmt.Fprintln(stderr, "rendezvous serve:", err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := runPoint(ctx, cfg, log, stdout); err != nil {
@@ -154,6 +168,18 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit to n bytes; 0
+// leaves it as it is (off, or what GOMEMLIMIT set).
+func setMemoryLimit(n int64) error {
+	if n < 0 {
+		return fmt.Errorf("--memory-limit %d: want 0 (off) or a number of bytes", n)
+	}
+	if n > 0 {
+		debug.SetMemoryLimit(n)
+	}
+	return nil
 }
 
 // runPoint serves until ctx is done, then shuts down in order: the HTTP
@@ -235,7 +261,7 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 		}
 	}()
 
-	st, err := openStore(context.Background(), cfg.store, cfg.dataDir)
+	st, err := openStore(context.Background(), cfg.store, cfg.dataDir, cfg.mmapSize)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -159,4 +160,23 @@ func TestServeRegisterDiscoverAndExitOnSIGTERM(t *testing.T) {
 	}
 
 	stopServe(t, d)
+}
+
+// TestSetMemoryLimit: --memory-limit sets the runtime's soft limit, 0
+// leaves it, and a negative one is refused.
+func TestSetMemoryLimit(t *testing.T) {
+	was := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(was)
+	if err := setMemoryLimit(900 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 900<<20 {
+		t.Errorf("limit %d after --memory-limit %d", got, 900<<20)
+	}
+	if err := setMemoryLimit(0); err != nil || debug.SetMemoryLimit(-1) != 900<<20 {
+		t.Errorf("--memory-limit 0 changed the limit to %d (%v)", debug.SetMemoryLimit(-1), err)
+	}
+	if err := setMemoryLimit(-1); err == nil {
+		t.Error("--memory-limit -1 accepted")
+	}
 }

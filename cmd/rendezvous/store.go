@@ -12,13 +12,14 @@ import (
 )
 
 // openStore opens the store that --store names: "embedded" (a database in
-// dataDir), "memory", or a postgres:// URL.
-func openStore(ctx context.Context, spec, dataDir string) (store.Store, error) {
+// dataDir, mapping up to mmapSize bytes of its file), "memory", or a
+// postgres:// URL.
+func openStore(ctx context.Context, spec, dataDir string, mmapSize int64) (store.Store, error) {
 	switch {
 	case spec == "memory":
 		return memory.New(), nil
 	case spec == "embedded":
-		return openEmbedded(filepath.Join(dataDir, "registrations.db"))
+		return openEmbedded(filepath.Join(dataDir, "registrations.db"), mmapSize)
 	case strings.HasPrefix(spec, "postgres://"), strings.HasPrefix(spec, "postgresql://"):
 		return openPostgres(ctx, spec)
 	default:

@@ -10,11 +10,11 @@ import (
 	"github.com/rendezvous-p2p/rendezvous/store/sqlite"
 )
 
-func openEmbedded(path string) (store.Store, error) {
+func openEmbedded(path string, mmapSize int64) (store.Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	return sqlite.Open(path)
+	return sqlite.Open(path, sqlite.WithMmapSize(mmapSize))
 }
 
 func openPostgres(ctx context.Context, dsn string) (store.Store, error) {

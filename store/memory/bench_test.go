@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"runtime"
 	"testing"
 	"time"
@@ -233,5 +234,51 @@ func BenchmarkMapReference(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkHeldBytes fills a store as a point's clients would: 1000 peers,
+// each with a signed record of 200 bytes of its own, registering in
+// size/1000 namespaces, every REGISTER bringing its own copies of the
+// namespace, the peer ID and the record (as the server decodes them from
+// each request), each peer from an address of its own. It reports the heap
+// the store holds per registration ("heap-bytes/reg"), all of it counted:
+// what the caller's copies leave behind is garbage unless the store keeps
+// it. One operation is the fill.
+func BenchmarkHeldBytes(b *testing.B) {
+	for _, size := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			records := make([][]byte, benchPerNamespace)
+			for p := range records {
+				records[p] = make([]byte, 200)
+				records[p][0], records[p][1] = byte(p), byte(p>>8)
+			}
+			var perReg float64
+			for b.Loop() {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				s := memory.New()
+				for i := range size {
+					p := i % benchPerNamespace
+					r := store.Registration{
+						Namespace: fmt.Sprintf("ns-%d", i/benchPerNamespace),
+						Peer:      peer.ID(fmt.Sprintf("12D3KooWpeer-%034d", p)),
+						Record:    append([]byte(nil), records[p]...),
+						Expires:   benchExpires(i),
+						Source:    netip.AddrFrom4([4]byte{10, 0, byte(p >> 8), byte(p)}),
+					}
+					if _, err := s.Register(context.Background(), r, store.Limits{}, benchNow); err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perReg = (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(size)
+				runtime.KeepAlive(s)
+				_ = s.Close()
+			}
+			b.ReportMetric(perReg, "heap-bytes/reg")
+		})
 	}
 }

@@ -6,16 +6,25 @@
 // finds the registration of a (namespace, peer). Register and Unregister
 // cost O(log n) and a Discover of k results O(log n + k), whatever else the
 // store holds. The sequence lists hold the registrations themselves, in
-// 64-byte entries (one cache line), in chunks of up to 64 contiguous entries
+// 40-byte entries, in chunks of up to 64 contiguous entries
 // found through a B-tree of their first sequence numbers: registrations only
 // ever join a list at its end, so chunks fill up, and a page of 100 is read
 // from two or three of them. Each call first removes the registrations that
 // have expired, wherever they sit, in O(log n) each. The map also keeps the
 // source of each registration, and another counts the registrations of each
 // source prefix, so the per-source quotas cost O(1).
+//
+// A peer registers the same signed record in each of its namespaces: the
+// store keeps one copy of each peer ID, and one of the record a peer
+// registered last, which its later registrations of an identical record
+// share. A registration of a different record gets a copy of its own, and
+// becomes the one the next share; every registration holds exactly one
+// record, so the records held never outnumber the registrations, and a
+// record is freed with the last registration holding it.
 package memory
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -45,21 +54,40 @@ type namespace struct {
 	regs *seqList
 }
 
-// entry is a registration in a sequence list: 64 bytes, one cache line.
+// peerInfo is a peer holding live registrations. The store keeps one per
+// peer ID while the peer has registrations, so that entries and keys can
+// refer to it by pointer.
+type peerInfo struct {
+	id peer.ID
+	n  int // its registrations
+	// last is the record of its latest registration, which a registration
+	// of an identical record shares.
+	last *record
+	// src is the source of its latest registration that had one, which a
+	// registration from the same source shares.
+	src *netip.Addr
+}
+
+// record is a signed peer record held by one registration or more.
+type record struct {
+	b []byte
+}
+
+// entry is a registration in a sequence list: 40 bytes.
 type entry struct {
 	seq     uint64
 	expires int64 // Unix nanoseconds
 	ns      *namespace
-	peer    peer.ID
-	record  []byte
+	peer    *peerInfo
+	rec     *record
 }
 
 // registration is e as the Store interface gives it.
 func (e *entry) registration() store.Registration {
 	return store.Registration{
 		Namespace: e.ns.name,
-		Peer:      e.peer,
-		Record:    e.record,
+		Peer:      e.peer.id,
+		Record:    e.rec.b,
 		Expires:   time.Unix(0, e.expires).UTC(),
 		Seq:       e.seq,
 	}
@@ -68,7 +96,7 @@ func (e *entry) registration() store.Registration {
 // key names a registration: one per (namespace, peer).
 type key struct {
 	ns   *namespace
-	peer peer.ID
+	peer *peerInfo
 }
 
 // slot finds the registration of a key: its sequence number finds it in the
@@ -78,12 +106,13 @@ type slot struct {
 	seq     uint64
 }
 
-// held is what the store knows of a key: where its registration is, and
-// the source it came from (kept here rather than in the entry, which stays
-// one cache line).
+// held is what the store knows of a key: the sequence number of its
+// registration, and the source it came from (nil if none; kept here rather
+// than in the entry, which Discover reads and which stays small). The
+// registration's entry holds its expiry.
 type held struct {
-	slot
-	src netip.Addr
+	seq uint64
+	src *netip.Addr
 }
 
 func byExpiry(a, b slot) bool {
@@ -102,7 +131,7 @@ type Store struct {
 	all      *seqList
 	byNS     map[string]*namespace
 	byExpiry *btree.BTreeG[slot]
-	perPeer  map[peer.ID]int
+	peers    map[peer.ID]*peerInfo
 	// perSource counts the registrations of each source prefix (see
 	// store.SourcePrefixes).
 	perSource map[netip.Prefix]int
@@ -126,7 +155,7 @@ func New() *Store {
 		all:       newSeqList(free, chunks),
 		byNS:      make(map[string]*namespace),
 		byExpiry:  btree.NewG(btreeDegree, byExpiry),
-		perPeer:   make(map[peer.ID]int),
+		peers:     make(map[peer.ID]*peerInfo),
 		perSource: make(map[netip.Prefix]int),
 		free:      free,
 		chunks:    chunks,
@@ -142,11 +171,13 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 	}
 	s.expire(now)
 	ns := s.byNS[reg.Namespace]
-	if old, ok := s.byKey[key{ns, reg.Peer}]; ok {
-		s.remove(key{ns, reg.Peer}, old)
+	p := s.peers[reg.Peer]
+	if old, ok := s.byKey[key{ns, p}]; ok && p != nil {
+		s.remove(key{ns, p}, old)
 		ns = s.byNS[reg.Namespace] // gone if that was its last registration
+		p = s.peers[reg.Peer]      // and the peer, if it was the peer's last
 	} else {
-		if limits.MaxRegistrationsPerPeer > 0 && s.perPeer[reg.Peer] >= limits.MaxRegistrationsPerPeer {
+		if limits.MaxRegistrationsPerPeer > 0 && p != nil && p.n >= limits.MaxRegistrationsPerPeer {
 			return 0, store.ErrPeerLimit
 		}
 		inAddr, inNet := s.sourceCounts(reg.Source)
@@ -168,15 +199,30 @@ func (s *Store) Register(_ context.Context, reg store.Registration, limits store
 		ns = &namespace{name: reg.Namespace, regs: newSeqList(s.free, s.chunks)}
 		s.byNS[reg.Namespace] = ns
 	}
+	if p == nil {
+		p = &peerInfo{id: reg.Peer}
+		s.peers[reg.Peer] = p
+	}
+	if p.last == nil || !bytes.Equal(p.last.b, reg.Record) {
+		p.last = &record{b: append([]byte(nil), reg.Record...)}
+	}
+	var src *netip.Addr
+	if reg.Source.IsValid() {
+		if p.src == nil || *p.src != reg.Source {
+			addr := reg.Source
+			p.src = &addr
+		}
+		src = p.src
+	}
 	s.seq++
 	e := entry{
 		seq:     s.seq,
 		expires: reg.Expires.UnixNano(),
 		ns:      ns,
-		peer:    reg.Peer,
-		record:  append([]byte(nil), reg.Record...),
+		peer:    p,
+		rec:     p.last,
 	}
-	s.insert(e, reg.Source)
+	s.insert(e, src)
 	return e.seq, nil
 }
 
@@ -209,9 +255,9 @@ func (s *Store) Unregister(_ context.Context, ns string, p peer.ID) error {
 	if s.closed {
 		return ErrClosed
 	}
-	if n := s.byNS[ns]; n != nil {
-		if h, ok := s.byKey[key{n, p}]; ok {
-			s.remove(key{n, p}, h)
+	if n, pi := s.byNS[ns], s.peers[p]; n != nil && pi != nil {
+		if h, ok := s.byKey[key{n, pi}]; ok {
+			s.remove(key{n, pi}, h)
 		}
 	}
 	return nil
@@ -261,7 +307,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	s.byKey, s.byNS, s.perPeer, s.perSource = nil, nil, nil, nil
+	s.byKey, s.byNS, s.peers, s.perSource = nil, nil, nil, nil
 	s.all.clear()
 	s.byExpiry.Clear(false)
 	return nil
@@ -281,26 +327,28 @@ func (s *Store) expire(now time.Time) {
 	}
 }
 
-func (s *Store) insert(e entry, src netip.Addr) {
-	sl := slot{expires: e.expires, seq: e.seq}
-	s.byKey[key{e.ns, e.peer}] = held{slot: sl, src: src}
+func (s *Store) insert(e entry, src *netip.Addr) {
+	s.byKey[key{e.ns, e.peer}] = held{seq: e.seq, src: src}
 	s.all.push(e)
-	s.byExpiry.ReplaceOrInsert(sl)
+	s.byExpiry.ReplaceOrInsert(slot{expires: e.expires, seq: e.seq})
 	e.ns.regs.push(e)
-	s.perPeer[e.peer]++
-	s.countSource(src, 1)
+	e.peer.n++
+	if src != nil {
+		s.countSource(*src, 1)
+	}
 }
 
 func (s *Store) remove(k key, h held) {
-	sl := h.slot
-	s.countSource(h.src, -1)
+	if h.src != nil {
+		s.countSource(*h.src, -1)
+	}
 	delete(s.byKey, k)
-	s.all.delete(sl.seq)
-	s.byExpiry.Delete(sl)
-	if k.ns.regs.delete(sl.seq); k.ns.regs.Len() == 0 {
+	e, _ := s.all.delete(h.seq)
+	s.byExpiry.Delete(slot{expires: e.expires, seq: h.seq})
+	if k.ns.regs.delete(h.seq); k.ns.regs.Len() == 0 {
 		delete(s.byNS, k.ns.name)
 	}
-	if s.perPeer[k.peer]--; s.perPeer[k.peer] <= 0 {
-		delete(s.perPeer, k.peer)
+	if k.peer.n--; k.peer.n <= 0 {
+		delete(s.peers, k.peer.id)
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"github.com/google/btree"
 )
 
-// chunkCap is the most entries a chunk of a seqList holds: 64 entries of 64
-// bytes, 4 KB.
+// chunkCap is the most entries a chunk of a seqList holds: 64 entries of 40
+// bytes, 2.5 KB.
 const chunkCap = 64
 
 // chunkMerge is the size under which a chunk that lost an entry is merged
@@ -143,17 +143,18 @@ func (l *seqList) get(seq uint64) (entry, bool) {
 	return f.c.entries[i], true
 }
 
-// delete removes the entry of seq, if there is one.
-func (l *seqList) delete(seq uint64) {
+// delete removes the entry of seq, if there is one, and returns it.
+func (l *seqList) delete(seq uint64) (entry, bool) {
 	f, ok := l.chunkOf(seq)
 	if !ok {
-		return
+		return entry{}, false
 	}
 	c := f.c
 	i, ok := c.index(seq)
 	if !ok {
-		return
+		return entry{}, false
 	}
+	e := c.entries[i]
 	c.entries = slices.Delete(c.entries, i, i+1) // zeroes the vacated entry
 	l.n--
 	switch {
@@ -163,6 +164,7 @@ func (l *seqList) delete(seq uint64) {
 	case len(c.entries) < chunkMerge:
 		l.merge(f)
 	}
+	return e, true
 }
 
 // merge joins the chunk of f with its next or previous chunk, if the two fit

@@ -103,6 +103,14 @@ type config struct {
 	sweepDone     func() // called after each pass of the sweeper; for tests
 }
 
+// DefaultMmapSize is the default of WithMmapSize: the bytes of the database
+// file read through a memory map (PRAGMA mmap_size).
+const DefaultMmapSize = 1 << 30
+
+// DefaultCacheKiB is the default page cache of each connection in KiB
+// (PRAGMA cache_size).
+const DefaultCacheKiB = 16 << 10
+
 func defaults() config {
 	return config{
 		synchronous:   "FULL",
@@ -111,8 +119,8 @@ func defaults() config {
 		maxBatch:      256,
 		sweepInterval: time.Minute,
 		sweepBatch:    1000,
-		mmapSize:      1 << 30,
-		cacheKiB:      16 << 10,
+		mmapSize:      DefaultMmapSize,
+		cacheKiB:      DefaultCacheKiB,
 	}
 }
 
@@ -142,11 +150,18 @@ func WithMaxBatch(n int) Option { return func(c *config) { c.maxBatch = n } }
 func WithSweepInterval(d time.Duration) Option { return func(c *config) { c.sweepInterval = d } }
 
 // WithMemory sets the bytes of the database file memory-mapped for reading
-// (PRAGMA mmap_size; default 1 GiB, 0 disables) and the page cache of each
-// connection in KiB (PRAGMA cache_size; default 16 MiB).
+// (PRAGMA mmap_size; default DefaultMmapSize, 0 disables) and the page cache
+// of each connection in KiB (PRAGMA cache_size; default DefaultCacheKiB).
 func WithMemory(mmapBytes int64, cacheKiB int) Option {
 	return func(c *config) { c.mmapSize, c.cacheKiB = mmapBytes, cacheKiB }
 }
+
+// WithMmapSize sets the bytes of the database file memory-mapped for reading
+// (PRAGMA mmap_size; default DefaultMmapSize). 0 disables the map: pages are
+// then read into each connection's page cache, which WithMemory bounds.
+// Pages read through the map count in the process's resident memory (as
+// file-backed pages the kernel may drop), up to the whole file.
+func WithMmapSize(bytes int64) Option { return func(c *config) { c.mmapSize = max(bytes, 0) } }
 
 // WithSweepBatch bounds the rows one sweep transaction deletes; default 1000.
 func WithSweepBatch(n int) Option { return func(c *config) { c.sweepBatch = n } }

@@ -340,17 +340,19 @@ func TestMain(m *testing.M) {
 func BenchmarkRegister(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range benchSizes(b) {
-		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
-			s := open(b, fresh(b, n), sqlite.WithSweepInterval(0))
-			defer s.Close()
-			record := make([]byte, 200)
-			for i := 0; b.Loop(); i++ {
-				r := store.Registration{Namespace: benchNS(i % nsCount(n)), Peer: peer.ID(fmt.Sprintf("new-%d-%d", n, rand.Int64())), Record: record, Expires: epoch.Add(time.Hour)}
-				if _, err := s.Register(ctx, r, store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 10_000_000}, epoch); err != nil {
-					b.Fatal(err)
+		for _, m := range benchMmaps(b) {
+			b.Run(fmt.Sprintf("size=%d%s", n, m.name), func(b *testing.B) {
+				s := open(b, fresh(b, n), sqlite.WithSweepInterval(0), sqlite.WithMmapSize(m.bytes))
+				defer s.Close()
+				record := make([]byte, 200)
+				for i := 0; b.Loop(); i++ {
+					r := store.Registration{Namespace: benchNS(i % nsCount(n)), Peer: peer.ID(fmt.Sprintf("new-%d-%d", n, rand.Int64())), Record: record, Expires: epoch.Add(time.Hour)}
+					if _, err := s.Register(ctx, r, store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 10_000_000}, epoch); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 		b.Run(fmt.Sprintf("size=%d/parallel", n), func(b *testing.B) {
 			s := open(b, fresh(b, n), sqlite.WithSweepInterval(0))
 			defer s.Close()
@@ -399,30 +401,58 @@ func BenchmarkRefresh(b *testing.B) {
 func BenchmarkDiscover100(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range benchSizes(b) {
-		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
-			s := open(b, populated(b, n), sqlite.WithSweepInterval(0))
-			defer s.Close()
-			first, err := s.Discover(ctx, nil, "", 0, 1, epoch)
-			if err != nil || len(first) == 0 {
-				b.Fatal(err)
-			}
-			seq0 := first[0].Seq - 1
-			for b.Loop() {
-				// Namespace 0 holds registrations 0, k, 2k...: start
-				// where 100 of them remain.
-				j := rand.IntN(900)
-				regs, err := s.Discover(ctx, nil, benchNS(0), seq0+uint64(j*nsCount(n)), 100, epoch)
-				if err != nil {
-					b.Fatal(err)
+		for _, m := range benchMmaps(b) {
+			for _, spread := range []bool{false, true} {
+				name := fmt.Sprintf("size=%d%s", n, m.name)
+				if spread {
+					name += "/spread"
 				}
-				if len(regs) != 100 {
-					b.Fatalf("page of %d", len(regs))
-				}
+				b.Run(name, func(b *testing.B) {
+					s := open(b, populated(b, n), sqlite.WithSweepInterval(0), sqlite.WithMmapSize(m.bytes))
+					defer s.Close()
+					first, err := s.Discover(ctx, nil, "", 0, 1, epoch)
+					if err != nil || len(first) == 0 {
+						b.Fatal(err)
+					}
+					seq0 := first[0].Seq - 1
+					for b.Loop() {
+						// Namespace k holds registrations k, k+K, k+2K...
+						// (K namespaces): start where 100 of them remain.
+						ns := 0
+						if spread {
+							ns = rand.IntN(nsCount(n))
+						}
+						j := rand.IntN(900)
+						regs, err := s.Discover(ctx, nil, benchNS(ns), seq0+uint64(j*nsCount(n)), 100, epoch)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if len(regs) != 100 {
+							b.Fatalf("page of %d", len(regs))
+						}
+					}
+					// After the loop: ResetTimer and the first b.Loop drop metrics.
+					b.ReportMetric(float64(fileBytes(b, populated(b, n))), "db-bytes")
+				})
 			}
-			// After the loop: ResetTimer and the first b.Loop drop metrics.
-			b.ReportMetric(float64(fileBytes(b, populated(b, n))), "db-bytes")
-		})
+		}
 	}
+}
+
+// benchMmap is a PRAGMA mmap_size the benchmarks run with, and the suffix
+// of their names.
+type benchMmap struct {
+	name  string
+	bytes int64
+}
+
+// benchMmaps are the store's default map and, with RENDEZVOUS_BENCH_MMAP=1,
+// no map (name "/mmap=0") and a 1 GiB one ("/mmap=1GiB").
+func benchMmaps(b *testing.B) []benchMmap {
+	if os.Getenv("RENDEZVOUS_BENCH_MMAP") != "1" {
+		return []benchMmap{{"", sqlite.DefaultMmapSize}}
+	}
+	return []benchMmap{{"/mmap=0", 0}, {"/mmap=1GiB", 1 << 30}}
 }
 
 // fileBytes is the size of the database at p with its WAL and shared-memory
@@ -619,5 +649,25 @@ func TestRefusesNewerSchema(t *testing.T) {
 	db.Close()
 	if _, err := sqlite.Open(path); err == nil || !strings.Contains(err.Error(), "newer than this program's") {
 		t.Fatalf("opening version 99: %v, want a refusal", err)
+	}
+}
+
+// TestMmapSize: the store maps what WithMmapSize asks for, DefaultMmapSize
+// without it, and nothing for 0.
+func TestMmapSize(t *testing.T) {
+	for _, c := range []struct {
+		opts []sqlite.Option
+		want int64
+	}{
+		{nil, sqlite.DefaultMmapSize},
+		{[]sqlite.Option{sqlite.WithMmapSize(0)}, 0},
+		{[]sqlite.Option{sqlite.WithMmapSize(1 << 20)}, 1 << 20},
+	} {
+		s := open(t, filepath.Join(t.TempDir(), "rz.db"), c.opts...)
+		got, err := sqlite.MmapSize(s)
+		s.Close()
+		if err != nil || got != c.want {
+			t.Errorf("mmap_size %d, %v; want %d", got, err, c.want)
+		}
 	}
 }
