@@ -19,12 +19,24 @@ import (
 // store holds: a store of n registrations has n/benchPerNamespace namespaces.
 const benchPerNamespace = 1000
 
-// benchSizes are the sizes of the stores benchmarked.
-var benchSizes = []int{1_000, 100_000, 1_000_000}
+// benchSizes are the sizes of the stores benchmarked: 10^3 alone with
+// -short (CI runs the benchmarks once that way, for correctness).
+func benchSizes() []int {
+	if testing.Short() {
+		return []int{1_000}
+	}
+	return []int{1_000, 100_000, 1_000_000}
+}
 
 // benchHeld is how many registrations the "among" benchmarks keep in memory
-// whatever the size of the store they measure: the largest size.
-const benchHeld = 1_000_000
+// whatever the size of the store they measure: the largest size (10^4
+// with -short).
+func benchHeld() int {
+	if testing.Short() {
+		return 10_000
+	}
+	return 1_000_000
+}
 
 var benchNow = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -32,7 +44,7 @@ var benchNow = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 // benchmarks' registrations: the i-th registration of a store is peer
 // i%benchPerNamespace in namespace i/benchPerNamespace.
 var benchNamespaces, benchPeers = func() ([]string, []peer.ID) {
-	names := make([]string, benchHeld/benchPerNamespace)
+	names := make([]string, 1_000_000/benchPerNamespace)
 	for i := range names {
 		names[i] = fmt.Sprintf("ns-%d", i)
 	}
@@ -116,19 +128,19 @@ func newFleet(b *testing.B, size, count int) *benchFleet {
 func (f *benchFleet) held() int { return f.size * len(f.stores) }
 
 // runFleets runs bench against a store of each size, twice: "alone", the
-// only store in memory, and "among", one of the benchHeld/size stores that
-// hold benchHeld registrations in all, each operation going to one of them
+// only store in memory, and "among", one of the benchHeld()/size stores that
+// hold benchHeld() registrations in all, each operation going to one of them
 // at random. Alone, a small store sits in the CPU caches and a large one in
 // main memory; among, every size pays the same for the memory it touches, so
 // what differs between sizes is the cost of the store's size itself.
 func runFleets(b *testing.B, bench func(b *testing.B, f *benchFleet)) {
-	for _, size := range benchSizes {
+	for _, size := range benchSizes() {
 		b.Run(fmt.Sprintf("size=%d/alone", size), func(b *testing.B) {
 			bench(b, newFleet(b, size, 1))
 		})
-		if size < benchHeld {
-			b.Run(fmt.Sprintf("size=%d/among=%d", size, benchHeld), func(b *testing.B) {
-				bench(b, newFleet(b, size, benchHeld/size))
+		if size < benchHeld() {
+			b.Run(fmt.Sprintf("size=%d/among=%d", size, benchHeld()), func(b *testing.B) {
+				bench(b, newFleet(b, size, benchHeld()/size))
 			})
 		}
 	}
@@ -197,19 +209,19 @@ func BenchmarkDiscover100(b *testing.B) {
 }
 
 // BenchmarkMapReference looks up a random key in Go's built-in map, alone
-// and among maps holding benchHeld keys in all, as the store benchmarks do:
+// and among maps holding benchHeld() keys in all, as the store benchmarks do:
 // what one random access into memory costs as it grows, whatever the
 // structure, for comparison with the store's figures.
 func BenchmarkMapReference(b *testing.B) {
-	for _, size := range benchSizes {
+	for _, size := range benchSizes() {
 		counts := []int{1}
-		if size < benchHeld {
-			counts = append(counts, benchHeld/size)
+		if size < benchHeld() {
+			counts = append(counts, benchHeld()/size)
 		}
 		for _, count := range counts {
 			name := fmt.Sprintf("size=%d/alone", size)
 			if count > 1 {
-				name = fmt.Sprintf("size=%d/among=%d", size, benchHeld)
+				name = fmt.Sprintf("size=%d/among=%d", size, benchHeld())
 			}
 			b.Run(name, func(b *testing.B) {
 				maps := make([]map[string]uint64, count)
@@ -246,7 +258,11 @@ func BenchmarkMapReference(b *testing.B) {
 // what the caller's copies leave behind is garbage unless the store keeps
 // it. One operation is the fill.
 func BenchmarkHeldBytes(b *testing.B) {
-	for _, size := range []int{100_000, 1_000_000} {
+	sizes := []int{100_000, 1_000_000}
+	if testing.Short() {
+		sizes = []int{1_000}
+	}
+	for _, size := range sizes {
 		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
 			records := make([][]byte, benchPerNamespace)
 			for p := range records {
