@@ -47,7 +47,7 @@ func registerConcurrent(b *testing.B, rtt time.Duration, points, writers int) {
 	dsn, schema := newSchema(b)
 	var stores []*postgres.Store
 	for range points {
-		stores = append(stores, open(b, dsn, schema, postgres.WithSweepInterval(0), postgres.WithPoolConfig(withRTT(rtt))))
+		stores = append(stores, open(b, dsn, schema, postgres.WithSweepInterval(0), inSchemaRTT(schema, rtt)))
 	}
 	var next atomic.Int64
 	b.SetParallelism(max(points*writers/runtime.GOMAXPROCS(0), 1))

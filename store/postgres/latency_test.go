@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rendezvous-p2p/rendezvous/store/postgres"
 )
 
 // latencyConn puts a database rtt away: what the client writes reaches the
@@ -76,9 +78,11 @@ func (l *latencyConn) Close() error {
 	return l.Conn.Close()
 }
 
-// withRTT makes a pool dial through latencyConn (rtt 0: directly).
-func withRTT(rtt time.Duration) func(*pgxpool.Config) {
-	return func(c *pgxpool.Config) {
+// inSchemaRTT is inSchema(schema), the pool dialing through latencyConn
+// (rtt 0: directly).
+func inSchemaRTT(schema string, rtt time.Duration) postgres.Option {
+	return postgres.WithPoolConfig(func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["search_path"] = schema
 		if rtt == 0 {
 			return
 		}
@@ -90,5 +94,5 @@ func withRTT(rtt time.Duration) func(*pgxpool.Config) {
 			}
 			return newLatencyConn(conn, rtt), nil
 		}
-	}
+	})
 }
