@@ -4,18 +4,35 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 )
 
+// resourceMetrics says what go-libp2p's resource manager reports.
+type resourceMetrics int
+
+const (
+	// resourceMetricsOff reports nothing: the resource manager keeps no
+	// trace, so no request pays for one (serve without --metrics-addr,
+	// where nothing could read them).
+	resourceMetricsOff resourceMetrics = iota
+	// resourceMetricsCore reports those of refusedAndInUse (serve with
+	// --metrics-addr).
+	resourceMetricsCore
+	// resourceMetricsFull reports all of go-libp2p's resource-manager
+	// metrics (serve --metrics-addr --resource-metrics).
+	resourceMetricsFull
+)
+
 // resourceMetricsOptions are the options of go-libp2p's resource manager
-// that set what it reports to Prometheus: all of its metrics if full
-// (serve --resource-metrics), else only those of refusedAndInUse. Either
-// way they are go-libp2p's own metrics, registered by
-// libp2p.PrometheusRegisterer.
-func resourceMetricsOptions(full bool, limits rcmgr.Limiter) []rcmgr.Option {
-	if full {
+// that set what it reports to Prometheus for m. They are go-libp2p's own
+// metrics, registered by libp2p.PrometheusRegisterer.
+func resourceMetricsOptions(m resourceMetrics, limits rcmgr.Limiter) []rcmgr.Option {
+	switch m {
+	case resourceMetricsFull:
 		return nil
+	case resourceMetricsCore:
+		// The limits are reported once, as go-libp2p's reporter does.
+		rcmgr.StatsTraceReporter{}.ReportSystemLimits(limits)
+		return []rcmgr.Option{rcmgr.WithMetricsDisabled(), rcmgr.WithTraceReporter(refusedAndInUse{})}
 	}
-	// The limits are reported once, as go-libp2p's reporter does.
-	rcmgr.StatsTraceReporter{}.ReportSystemLimits(limits)
-	return []rcmgr.Option{rcmgr.WithMetricsDisabled(), rcmgr.WithTraceReporter(refusedAndInUse{})}
+	return []rcmgr.Option{rcmgr.WithMetricsDisabled()}
 }
 
 // refusedAndInUse is the resource manager's trace reporter unless serve is

@@ -21,7 +21,7 @@ func TestRefusalsCountedWithoutResourceMetrics(t *testing.T) {
 	rcmgr.MustRegisterWith(reg)
 	l := MachineLimits()
 	l.StreamsPerPeer = 1
-	mgr, err := newResourceManager(l, false, nil)
+	mgr, err := newResourceManager(l, resourceMetricsCore, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +54,48 @@ func TestRefusalsCountedWithoutResourceMetrics(t *testing.T) {
 	}
 	if got := histogramCount(t, reg, "libp2p_rcmgr_peer_streams"); got != peerStreams {
 		t.Errorf("per-peer stream histogram updated (%d observations, was %d)", got, peerStreams)
+	}
+}
+
+// TestNoResourceMetricsWithoutEndpoint checks that with metrics off the
+// resource manager still refuses what its limits refuse, and that neither
+// the refusal nor the stream in use reaches go-libp2p's metrics.
+func TestNoResourceMetricsWithoutEndpoint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	rcmgr.MustRegisterWith(reg)
+	l := MachineLimits()
+	l.StreamsPerPeer = 1
+	mgr, err := newResourceManager(l, resourceMetricsOff, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Close()
+
+	blocked := map[string]string{"dir": "inbound", "scope": "protocol", "resource": "stream"}
+	inUse := map[string]string{"dir": "inbound", "scope": "protocol", "protocol": string(rendezvous.ProtocolID)}
+	blockedBefore, inUseBefore := gauge(t, reg, "libp2p_rcmgr_blocked_resources", blocked), gauge(t, reg, "libp2p_rcmgr_streams", inUse)
+	p := peer.ID("a peer")
+	first, err := mgr.OpenStream(p, network.DirInbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Done()
+	if err := first.SetProtocol(rendezvous.ProtocolID); err != nil {
+		t.Fatal(err)
+	}
+	second, err := mgr.OpenStream(p, network.DirInbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Done()
+	if err := second.SetProtocol(rendezvous.ProtocolID); err == nil {
+		t.Fatal("a second rendezvous stream of one peer was let through max-streams-per-peer 1")
+	}
+	if got := gauge(t, reg, "libp2p_rcmgr_blocked_resources", blocked); got != blockedBefore {
+		t.Errorf("blocked protocol streams: %v, want %v (no metrics)", got, blockedBefore)
+	}
+	if got := gauge(t, reg, "libp2p_rcmgr_streams", inUse); got != inUseBefore {
+		t.Errorf("rendezvous streams in use: %v, want %v (no metrics)", got, inUseBefore)
 	}
 }
 
@@ -106,16 +148,17 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 
 // BenchmarkResourceManagerStream is what the resource manager does for
 // one rendezvous request on its own stream (open, protocol, service, the
 // request buffer reserved and released, done), with go-libp2p's full
-// metrics (--resource-metrics) and with the default ones.
+// metrics (--resource-metrics), with the default ones, and with none (no
+// --metrics-addr).
 //
 //	go test -run '^$' -bench ResourceManagerStream -benchmem ./cmd/rendezvous
 func BenchmarkResourceManagerStream(b *testing.B) {
 	for _, tc := range []struct {
-		name string
-		full bool
-	}{{"full", true}, {"default", false}} {
+		name    string
+		metrics resourceMetrics
+	}{{"full", resourceMetricsFull}, {"default", resourceMetricsCore}, {"off", resourceMetricsOff}} {
 		b.Run(tc.name, func(b *testing.B) {
-			mgr, err := newResourceManager(MachineLimits(), tc.full, nil)
+			mgr, err := newResourceManager(MachineLimits(), tc.metrics, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -89,7 +89,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of 'rendezvous bench --workload echo'")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "HTTP address serving /metrics, /healthz and /readyz (off if empty)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "HTTP address serving Go's profiles under /debug/pprof/ (off if empty; never expose it)")
-	fs.BoolVar(&c.rcMetrics, "resource-metrics", false, "export all of go-libp2p's resource-manager metrics (per-peer histograms, memory); without it only its refusals, the connections and streams in use, and the limits")
+	fs.BoolVar(&c.rcMetrics, "resource-metrics", false, "export all of go-libp2p's resource-manager metrics (per-peer histograms, memory); without it only its refusals, the connections and streams in use, and the limits (with --metrics-addr; without one, go-libp2p keeps no metrics)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.canvas, "canvas", false, "also serve "+string(rendezvous.CanvasProtocolID)+" (JavaScript peers' default)")
@@ -359,7 +359,16 @@ func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (ho
 	if err != nil {
 		return nil, fmt.Errorf("--announce: %w", err)
 	}
-	mgr, err := newResourceManager(cfg.limits, cfg.rcMetrics, reg)
+	// Without a metrics endpoint nothing reads go-libp2p's metrics: none is
+	// kept, and the resource manager keeps no trace of its events.
+	metrics := resourceMetricsOff
+	switch {
+	case cfg.metricsAddr != "" && cfg.rcMetrics:
+		metrics = resourceMetricsFull
+	case cfg.metricsAddr != "":
+		metrics = resourceMetricsCore
+	}
+	mgr, err := newResourceManager(cfg.limits, metrics, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -374,7 +383,11 @@ func newHost(cfg serveConfig, key crypto.PrivKey, reg prometheus.Registerer) (ho
 		libp2p.ListenAddrStrings(cfg.listen.values...),
 		libp2p.ResourceManager(mgr),
 		libp2p.ConnectionManager(cm),
-		libp2p.PrometheusRegisterer(reg),
+	}
+	if metrics == resourceMetricsOff {
+		opts = append(opts, libp2p.DisableMetrics())
+	} else {
+		opts = append(opts, libp2p.PrometheusRegisterer(reg))
 	}
 	if len(announce) > 0 {
 		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))

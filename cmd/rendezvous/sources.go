@@ -37,9 +37,9 @@ const (
 // go-libp2p's, with l's limits in total and per peer, its per-subnet
 // connection limits and connection rates set to l's, wrapped in a
 // sourceLimiter for the per-source stream limits. Refusals that go-libp2p
-// does not count are counted in reg, if not nil. go-libp2p reports all its
-// resource-manager metrics if fullMetrics, else those of refusedAndInUse.
-func newResourceManager(l Limits, fullMetrics bool, reg prometheus.Registerer) (network.ResourceManager, error) {
+// does not count are counted in reg, if not nil. What go-libp2p reports of
+// its own is set by metrics.
+func newResourceManager(l Limits, metrics resourceMetrics, reg prometheus.Registerer) (network.ResourceManager, error) {
 	var exemptV4, exemptV6 []rcmgr.NetworkPrefixLimit // nil: go-libp2p's loopback exemption
 	exemptRate := []xrate.PrefixLimit{
 		{Prefix: netip.MustParsePrefix("127.0.0.0/8")},
@@ -63,7 +63,7 @@ func newResourceManager(l Limits, fullMetrics bool, reg prometheus.Registerer) (
 		},
 	}
 	limiter := rcmgr.NewFixedLimiter(l.resourceLimits())
-	opts := append(resourceMetricsOptions(fullMetrics, limiter),
+	opts := append(resourceMetricsOptions(metrics, limiter),
 		rcmgr.WithLimitPerSubnet(
 			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: l.ConnsPerIP}, {PrefixLength: 24, ConnCount: l.ConnsPerSubnet}},
 			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 64, ConnCount: l.ConnsPerIP}, {PrefixLength: 48, ConnCount: l.ConnsPerSubnet}},
