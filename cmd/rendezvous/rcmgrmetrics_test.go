@@ -17,35 +17,11 @@ import (
 // streams in use are still in go-libp2p's metrics, and its per-peer ones
 // are not updated.
 func TestRefusalsCountedWithoutResourceMetrics(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	rcmgr.MustRegisterWith(reg)
-	l := MachineLimits()
-	l.StreamsPerPeer = 1
-	mgr, err := newResourceManager(l, resourceMetricsCore, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mgr.Close()
+	reg, mgr := oneStreamPerPeer(t, resourceMetricsCore)
 
 	before := gauge(t, reg, "libp2p_rcmgr_blocked_resources", map[string]string{"dir": "inbound", "scope": "protocol", "resource": "stream"})
 	peerStreams := histogramCount(t, reg, "libp2p_rcmgr_peer_streams")
-	p := peer.ID("a peer")
-	first, err := mgr.OpenStream(p, network.DirInbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Done()
-	if err := first.SetProtocol(rendezvous.ProtocolID); err != nil {
-		t.Fatal(err)
-	}
-	second, err := mgr.OpenStream(p, network.DirInbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Done()
-	if err := second.SetProtocol(rendezvous.ProtocolID); err == nil {
-		t.Fatal("a second rendezvous stream of one peer was let through max-streams-per-peer 1")
-	}
+	openSecondStream(t, mgr)
 	if got := gauge(t, reg, "libp2p_rcmgr_blocked_resources", map[string]string{"dir": "inbound", "scope": "protocol", "resource": "stream"}); got != before+1 {
 		t.Errorf("blocked protocol streams: %v, want %v", got, before+1)
 	}
@@ -61,25 +37,47 @@ func TestRefusalsCountedWithoutResourceMetrics(t *testing.T) {
 // resource manager still refuses what its limits refuse, and that neither
 // the refusal nor the stream in use reaches go-libp2p's metrics.
 func TestNoResourceMetricsWithoutEndpoint(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	rcmgr.MustRegisterWith(reg)
-	l := MachineLimits()
-	l.StreamsPerPeer = 1
-	mgr, err := newResourceManager(l, resourceMetricsOff, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mgr.Close()
+	reg, mgr := oneStreamPerPeer(t, resourceMetricsOff)
 
 	blocked := map[string]string{"dir": "inbound", "scope": "protocol", "resource": "stream"}
 	inUse := map[string]string{"dir": "inbound", "scope": "protocol", "protocol": string(rendezvous.ProtocolID)}
 	blockedBefore, inUseBefore := gauge(t, reg, "libp2p_rcmgr_blocked_resources", blocked), gauge(t, reg, "libp2p_rcmgr_streams", inUse)
+	openSecondStream(t, mgr)
+	if got := gauge(t, reg, "libp2p_rcmgr_blocked_resources", blocked); got != blockedBefore {
+		t.Errorf("blocked protocol streams: %v, want %v (no metrics)", got, blockedBefore)
+	}
+	if got := gauge(t, reg, "libp2p_rcmgr_streams", inUse); got != inUseBefore {
+		t.Errorf("rendezvous streams in use: %v, want %v (no metrics)", got, inUseBefore)
+	}
+}
+
+// oneStreamPerPeer returns a resource manager reporting m, allowing one
+// rendezvous stream per peer, and a registry holding go-libp2p's
+// resource-manager metrics.
+func oneStreamPerPeer(t *testing.T, m resourceMetrics) (*prometheus.Registry, network.ResourceManager) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	rcmgr.MustRegisterWith(reg)
+	l := MachineLimits()
+	l.StreamsPerPeer = 1
+	mgr, err := newResourceManager(l, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mgr.Close() })
+	return reg, mgr
+}
+
+// openSecondStream opens a rendezvous stream of a peer, then a second one,
+// which mgr must refuse; the first stays open until the test ends.
+func openSecondStream(t *testing.T, mgr network.ResourceManager) {
+	t.Helper()
 	p := peer.ID("a peer")
 	first, err := mgr.OpenStream(p, network.DirInbound)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer first.Done()
+	t.Cleanup(first.Done)
 	if err := first.SetProtocol(rendezvous.ProtocolID); err != nil {
 		t.Fatal(err)
 	}
@@ -90,12 +88,6 @@ func TestNoResourceMetricsWithoutEndpoint(t *testing.T) {
 	defer second.Done()
 	if err := second.SetProtocol(rendezvous.ProtocolID); err == nil {
 		t.Fatal("a second rendezvous stream of one peer was let through max-streams-per-peer 1")
-	}
-	if got := gauge(t, reg, "libp2p_rcmgr_blocked_resources", blocked); got != blockedBefore {
-		t.Errorf("blocked protocol streams: %v, want %v (no metrics)", got, blockedBefore)
-	}
-	if got := gauge(t, reg, "libp2p_rcmgr_streams", inUse); got != inUseBefore {
-		t.Errorf("rendezvous streams in use: %v, want %v (no metrics)", got, inUseBefore)
 	}
 }
 
