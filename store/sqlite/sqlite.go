@@ -36,24 +36,28 @@
 // clock in nanoseconds, like the memory store, so cookies handed out by an
 // earlier, lost database still continue. Since there is one writer at a
 // time and sequence numbers are assigned in commit order, every snapshot a
-// reader sees
-// holds every registration numbered below its greatest one: a Discover never
-// passes over an acknowledged registration.
+// reader sees holds every registration numbered below its greatest one: a
+// Discover never passes over an acknowledged registration.
 //
 // # Schema and cost
 //
-// The table regs is keyed by seq (the SQLite rowid), with a unique index on
-// (ns, peer) and indexes on (ns, seq), (peer, expires) and (expires):
-// Register and Unregister cost O(log n), a Discover of k results
-// O(log n + k) plus the expired rows not yet removed in its range. Each row
-// keeps its source address and the two prefixes the per-source quotas count
-// by (src, src_addr, src_net), the prefixes indexed with expires: a Register
-// under quotas counts the live rows of its source's prefixes, O(log n + q)
-// for a prefix holding q, which the quota bounds. The meta
-// row keeps the number of rows and of namespaces (the table namespaces keeps
-// the rows of each), so limits are checked without counting the table. The
-// schema version is PRAGMA user_version; migrations run in one IMMEDIATE
-// transaction at Open.
+// The table regs keeps one row per registration under a stable rowid (id),
+// with unique indexes on (ns, peer) and on seq, and indexes on (ns, seq),
+// (expires), (peer), (src_addr) and (src_net). A refresh, most REGISTERs,
+// updates its row in place and rewrites only the three indexes holding seq
+// or expires; the others keep their entries. Register and Unregister cost
+// O(log n), a Discover of k results O(log n + k) plus the expired rows not
+// yet removed in its range. Each row keeps its source address and the two
+// prefixes the per-source quotas count by (src, src_addr, src_net). A new
+// registration counts the rows of its peer and of its source's prefixes
+// from their indexes alone, O(log n + q) for q rows, which the limit and
+// quotas bound. Those counts include expired rows not yet removed; since a
+// limit only refuses more as its count grows, a count that passes is final,
+// and one that would refuse is read again after removing what has expired.
+// The meta row keeps the number of rows and of namespaces (the table
+// namespaces keeps the rows of each), so limits are checked without counting
+// the table. The schema version is PRAGMA user_version; migrations run in
+// one IMMEDIATE transaction at Open.
 //
 // # Expiry
 //
@@ -275,7 +279,7 @@ func (s *Store) init() error {
 	// on the seq order, whatever the statistics say.
 	s.discoverNS = prep(`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_ns_seq
 		WHERE ns = ? AND seq > ? AND +expires > ? ORDER BY seq LIMIT ?`)
-	s.discoverAll = prep(`SELECT seq, ns, peer, record, expires FROM regs
+	s.discoverAll = prep(`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_seq
 		WHERE seq > ? AND +expires > ? ORDER BY seq LIMIT ?`)
 	s.stats = prep(`SELECT total, namespaces FROM meta WHERE id = 1`)
 	if err != nil {
@@ -325,6 +329,41 @@ var migrations = []func(ctx context.Context, c *sql.Conn) error{
 			`ALTER TABLE regs ADD COLUMN src_net BLOB`,
 			`CREATE INDEX regs_src_addr ON regs (src_addr, expires)`,
 			`CREATE INDEX regs_src_net ON regs (src_net, expires)`,
+		} {
+			if _, err := c.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	// Version 3: a stable rowid (id) and seq as a column, so that a refresh
+	// updates its row in place and rewrites only the indexes holding seq or
+	// expires; the peer and source indexes no longer hold expires (their
+	// counts include expired rows until a sweep, see writer.register).
+	func(ctx context.Context, c *sql.Conn) error {
+		for _, q := range []string{
+			`CREATE TABLE regs_v3 (
+				id       INTEGER PRIMARY KEY,
+				seq      INTEGER NOT NULL,
+				ns       TEXT    NOT NULL,
+				peer     BLOB    NOT NULL,
+				record   BLOB    NOT NULL,
+				expires  INTEGER NOT NULL,
+				src      BLOB,
+				src_addr BLOB,
+				src_net  BLOB
+			)`,
+			`INSERT INTO regs_v3 (seq, ns, peer, record, expires, src, src_addr, src_net)
+				SELECT seq, ns, peer, record, expires, src, src_addr, src_net FROM regs ORDER BY seq`,
+			`DROP TABLE regs`,
+			`ALTER TABLE regs_v3 RENAME TO regs`,
+			`CREATE UNIQUE INDEX regs_key ON regs (ns, peer)`,
+			`CREATE UNIQUE INDEX regs_seq ON regs (seq)`,
+			`CREATE INDEX regs_ns_seq ON regs (ns, seq)`,
+			`CREATE INDEX regs_expires ON regs (expires)`,
+			`CREATE INDEX regs_peer ON regs (peer)`,
+			`CREATE INDEX regs_src_addr ON regs (src_addr)`,
+			`CREATE INDEX regs_src_net ON regs (src_net)`,
 		} {
 			if _, err := c.ExecContext(ctx, q); err != nil {
 				return err

@@ -207,14 +207,15 @@ func TestQueryPlans(t *testing.T) {
 	defer db.Close()
 	for q, want := range map[string]string{
 		`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_ns_seq WHERE ns = ? AND seq > ? AND +expires > ? ORDER BY seq LIMIT ?`: "regs_ns_seq (ns=? AND seq>?)",
-		`SELECT seq, ns, peer, record, expires FROM regs WHERE seq > ? AND +expires > ? ORDER BY seq LIMIT ?`:                                   "INTEGER PRIMARY KEY (rowid>?)",
-		`SELECT count(*) FROM regs WHERE peer = ? AND expires > ?`:                                                                              "regs_peer_expires (peer=? AND expires>?)",
-		`SELECT expires FROM regs WHERE ns = ? AND peer = ?`:                                                                                    "regs_key (ns=? AND peer=?)",
-		`SELECT seq FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?`:                                                                      "regs_expires (expires<?)",
-		`SELECT count(*) FROM regs WHERE src_addr = ? AND expires > ?`:                                                                          "regs_src_addr (src_addr=? AND expires>?)",
-		`SELECT count(*) FROM regs WHERE src_net = ? AND expires > ?`:                                                                           "regs_src_net (src_net=? AND expires>?)",
+		`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_seq WHERE seq > ? AND +expires > ? ORDER BY seq LIMIT ?`:               "regs_seq (seq>?)",
+		`SELECT count(*) FROM regs WHERE peer = ?`:                                                                "COVERING INDEX regs_peer (peer=?)",
+		`SELECT expires FROM regs WHERE ns = ? AND peer = ?`:                                                      "regs_key (ns=? AND peer=?)",
+		`SELECT id FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?`:                                         "regs_expires (expires<?)",
+		`SELECT count(*) FROM regs WHERE src_addr = ?`:                                                            "COVERING INDEX regs_src_addr (src_addr=?)",
+		`SELECT count(*) FROM regs WHERE src_net = ?`:                                                             "COVERING INDEX regs_src_net (src_net=?)",
+		`UPDATE regs SET seq = ?, record = ?, expires = ? WHERE ns = ? AND peer = ? AND expires > ? AND src IS ?`: "regs_key (ns=? AND peer=?)",
 	} {
-		rows, err := db.Query("EXPLAIN QUERY PLAN "+q, "a", 1, 2, 3)
+		rows, err := db.Query("EXPLAIN QUERY PLAN "+q, "a", 1, 2, 3, 4, 5, 6)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -626,12 +627,103 @@ func TestMigratesVersion1(t *testing.T) {
 	}
 	defer db.Close()
 	var v int
-	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 2 {
-		t.Fatalf("user_version %d, %v; want 2", v, err)
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 3 {
+		t.Fatalf("user_version %d, %v; want 3", v, err)
 	}
 	var stored []byte
 	if err := db.QueryRow(`SELECT src FROM regs WHERE peer = ?`, []byte(pid(2))).Scan(&stored); err != nil || !slices.Equal(stored, src.AsSlice()) {
 		t.Fatalf("stored source %v, %v; want %v", stored, err, src)
+	}
+}
+
+// TestMigratesVersion2: a database of version 2, whose rows are keyed by
+// their sequence number, opens as version 3. Every registration keeps its
+// sequence number, Discover pages through them in the same order, the
+// sequence goes on from the greatest, and the migrated rows count in their
+// peer's limit and their source's quota.
+func TestMigratesVersion2(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rz.db")
+	db, err := sql.Open("sqlite", path+"?_journal_mode=WAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := append(slices.Clone(version1[:len(version1)-1]),
+		`ALTER TABLE regs ADD COLUMN src BLOB`,
+		`ALTER TABLE regs ADD COLUMN src_addr BLOB`,
+		`ALTER TABLE regs ADD COLUMN src_net BLOB`,
+		`CREATE INDEX regs_src_addr ON regs (src_addr, expires)`,
+		`CREATE INDEX regs_src_net ON regs (src_net, expires)`,
+		`UPDATE meta SET seq = 300, total = 3, namespaces = 2`,
+		`UPDATE namespaces SET n = 2`,
+		`INSERT INTO namespaces (ns, n) VALUES ('other', 1)`,
+		`PRAGMA user_version = 2`,
+	)
+	for _, q := range v2 {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	src := netip.MustParseAddr("192.0.2.1")
+	exp := epoch.Add(time.Hour).UnixNano()
+	// Inserted out of sequence order, as refreshes leave them.
+	for _, r := range []struct {
+		seq int
+		ns  string
+		p   peer.ID
+	}{{200, "ns", pid(2)}, {100, "ns", pid(1)}, {300, "other", pid(1)}} {
+		if _, err := db.Exec(`INSERT INTO regs (seq, ns, peer, record, expires, src, src_addr, src_net) VALUES (?, ?, ?, 'old', ?, ?, ?, ?)`,
+			r.seq, r.ns, []byte(r.p), exp, src.AsSlice(), []byte{1}, []byte{2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s := open(t, path)
+	defer s.Close()
+	var seqs []uint64
+	for after := uint64(0); ; {
+		page, err := s.Discover(ctx, nil, "", after, 1, epoch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		seqs = append(seqs, page[0].Seq)
+		after = page[0].Seq
+	}
+	if !slices.Equal(seqs, []uint64{100, 200, 300}) {
+		t.Fatalf("sequence numbers after migrating %v, want [100 200 300]", seqs)
+	}
+	if regs, err := s.Discover(ctx, nil, "ns", 100, 10, epoch); err != nil || len(regs) != 1 || regs[0].Peer != pid(2) {
+		t.Fatalf("namespace ns after 100: %v, %v; want the registration of %s", regs, err, pid(2))
+	}
+	if _, err := s.Register(ctx, reg("third", pid(1), epoch.Add(time.Hour)), store.Limits{MaxRegistrationsPerPeer: 2}, epoch); !errors.Is(err, store.ErrPeerLimit) {
+		t.Fatalf("a third registration of a peer holding two migrated ones: %v, want %v", err, store.ErrPeerLimit)
+	}
+	if seq, err := s.Register(ctx, reg("ns", pid(1), epoch.Add(2*time.Hour)), store.Limits{}, epoch); err != nil || seq != 301 {
+		t.Fatalf("refreshing a migrated registration: seq %d, %v; want 301", seq, err)
+	}
+	st, err := s.Stats(ctx, epoch)
+	if err != nil || st != (store.Stats{Registrations: 3, Namespaces: 2}) {
+		t.Fatalf("stats %+v, %v; want 3 registrations in 2 namespaces", st, err)
+	}
+	s.Close()
+
+	db, err = sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v int
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 3 {
+		t.Fatalf("user_version %d, %v; want 3", v, err)
+	}
+	var n int
+	// The refresh above came from no source and took its row out.
+	if err := db.QueryRow(`SELECT count(*) FROM regs WHERE src_addr = ?`, []byte{1}).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("rows of the migrated source: %d, %v; want 2", n, err)
 	}
 }
 

@@ -48,9 +48,10 @@ type writer struct {
 	meta  meta
 	stmts []*sql.Stmt
 
-	getKey, peerLive, srcLive, nsExists        *sql.Stmt
-	insert, replace, refresh, remove, sweep    *sql.Stmt
-	nsIncr, nsDecr, nsDelete, putMeta, getMeta *sql.Stmt
+	getKey, peerAll, srcAll, nsExists                 *sql.Stmt
+	insert, replace, refresh, refreshFrom, remove     *sql.Stmt
+	sweep, nsIncr, nsDecr, nsDelete, putMeta, getMeta *sql.Stmt
+	begin, commit                                     *sql.Stmt
 }
 
 func newWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
@@ -68,23 +69,30 @@ func newWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
 		return st
 	}
 	w.getKey = prep(`SELECT expires FROM regs WHERE ns = ? AND peer = ?`)
-	w.peerLive = prep(`SELECT count(*) FROM regs WHERE peer = ? AND expires > ?`)
-	w.srcLive = prep(`SELECT
-		(SELECT count(*) FROM regs WHERE src_addr = ? AND expires > ?),
-		(SELECT count(*) FROM regs WHERE src_net = ? AND expires > ?)`)
+	// The peer and source counts read their indexes alone: they include
+	// expired rows not yet removed.
+	w.peerAll = prep(`SELECT count(*) FROM regs WHERE peer = ?`)
+	w.srcAll = prep(`SELECT
+		(SELECT count(*) FROM regs WHERE src_addr = ?),
+		(SELECT count(*) FROM regs WHERE src_net = ?)`)
 	w.nsExists = prep(`SELECT count(*) FROM namespaces WHERE ns = ?`)
 	w.insert = prep(`INSERT INTO regs (seq, ns, peer, record, expires, src, src_addr, src_net) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 	w.replace = prep(`UPDATE regs SET seq = ?, record = ?, expires = ?, src = ?, src_addr = ?, src_net = ? WHERE ns = ? AND peer = ?`)
-	w.refresh = prep(`UPDATE regs SET seq = ?, record = ?, expires = ?, src = ?, src_addr = ?, src_net = ? WHERE ns = ? AND peer = ? AND expires > ?`)
+	// A refresh from the same source sets no source column, so that SQLite
+	// leaves the source indexes alone; refreshFrom moves it to a new source.
+	w.refresh = prep(`UPDATE regs SET seq = ?, record = ?, expires = ? WHERE ns = ? AND peer = ? AND expires > ? AND src IS ?`)
+	w.refreshFrom = prep(`UPDATE regs SET seq = ?, record = ?, expires = ?, src = ?, src_addr = ?, src_net = ? WHERE ns = ? AND peer = ? AND expires > ?`)
 	w.remove = prep(`DELETE FROM regs WHERE ns = ? AND peer = ? RETURNING ns`)
-	w.sweep = prep(`DELETE FROM regs WHERE seq IN
-		(SELECT seq FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?) RETURNING ns`)
+	w.sweep = prep(`DELETE FROM regs WHERE id IN
+		(SELECT id FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?) RETURNING ns`)
 	w.nsIncr = prep(`INSERT INTO namespaces (ns, n) VALUES (?, 1)
 		ON CONFLICT (ns) DO UPDATE SET n = n + 1 RETURNING n`)
 	w.nsDecr = prep(`UPDATE namespaces SET n = n - ? WHERE ns = ? RETURNING n`)
 	w.nsDelete = prep(`DELETE FROM namespaces WHERE ns = ?`)
 	w.putMeta = prep(`UPDATE meta SET seq = ?, total = ?, namespaces = ? WHERE id = 1`)
 	w.getMeta = prep(`SELECT seq, total, namespaces FROM meta WHERE id = 1`)
+	w.begin = prep(`BEGIN IMMEDIATE`)
+	w.commit = prep(`COMMIT`)
 	if err == nil {
 		err = w.load()
 	}
@@ -125,7 +133,7 @@ func (w *writer) run(batch []*op) {
 			close(o.done)
 		}
 	}
-	if _, err := w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	if _, err := w.begin.Exec(); err != nil {
 		fail(err)
 		return
 	}
@@ -158,7 +166,7 @@ func (w *writer) run(batch []*op) {
 			return
 		}
 	}
-	if _, err := w.conn.ExecContext(ctx, "COMMIT"); err != nil {
+	if _, err := w.commit.Exec(); err != nil {
 		fail(err)
 		return
 	}
@@ -190,18 +198,27 @@ func (w *writer) register(o *op) error {
 		return errors.New("sequence exhausted")
 	}
 	src, srcAddr, srcNet := srccol.Columns(r.Source)
-	// A refresh of a live registration, most REGISTERs, is one statement:
-	// no limit applies to it.
-	res, err := w.refresh.Exec(w.meta.seq+1, r.Record, horizon.Nanos(r.Expires), src, srcAddr, srcNet, r.Namespace, p, now)
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n == 1 {
-		w.meta.seq++
-		o.seq = uint64(w.meta.seq)
-		return nil
+	// A refresh of a live registration, most REGISTERs, is one statement
+	// (two when its source changed): no limit applies to it.
+	exp := horizon.Nanos(r.Expires)
+	for _, st := range []*sql.Stmt{w.refresh, w.refreshFrom} {
+		var res sql.Result
+		var err error
+		if st == w.refresh {
+			res, err = st.Exec(w.meta.seq+1, r.Record, exp, r.Namespace, p, now, src)
+		} else {
+			res, err = st.Exec(w.meta.seq+1, r.Record, exp, src, srcAddr, srcNet, r.Namespace, p, now)
+		}
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 1 {
+			w.meta.seq++
+			o.seq = uint64(w.meta.seq)
+			return nil
+		}
 	}
 	var old int64
 	existing := true
@@ -212,21 +229,43 @@ func (w *writer) register(o *op) error {
 		return err
 	}
 	if !existing || old <= now {
-		// A new live pair: the limits apply.
-		if lim.MaxRegistrationsPerPeer > 0 {
-			var n int
-			if err := w.peerLive.QueryRow(p, now).Scan(&n); err != nil {
+		// A new live pair: the limits apply. The peer and source counts
+		// include expired rows not yet removed; the limits only refuse
+		// more as counts grow, so when these counts pass, the live ones
+		// do too, and otherwise what expired is removed and they are
+		// read again, exact.
+		countsSources := srcAddr != nil && lim.CountsSources()
+		var inPeer, inAddr, inNet int
+		count := func() error {
+			if lim.MaxRegistrationsPerPeer > 0 {
+				if err := w.peerAll.QueryRow(p).Scan(&inPeer); err != nil {
+					return err
+				}
+			}
+			if countsSources {
+				if err := w.srcAll.QueryRow(srcAddr, srcNet).Scan(&inAddr, &inNet); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := count(); err != nil {
+			return err
+		}
+		if (lim.MaxRegistrationsPerPeer > 0 && inPeer >= lim.MaxRegistrationsPerPeer) ||
+			(countsSources && (lim.CheckQuota(r.Source, inAddr, inNet) != nil || lim.MayCrowd(r.Source, inNet))) {
+			if err := w.sweepAll(now); err != nil {
 				return err
 			}
-			if n >= lim.MaxRegistrationsPerPeer {
-				return errLimit{store.ErrPeerLimit}
+			existing = existing && old > now // an expired one is gone now
+			if err := count(); err != nil {
+				return err
 			}
 		}
-		var inAddr, inNet int
-		if srcAddr != nil && lim.CountsSources() {
-			if err := w.srcLive.QueryRow(srcAddr, now, srcNet, now).Scan(&inAddr, &inNet); err != nil {
-				return err
-			}
+		if lim.MaxRegistrationsPerPeer > 0 && inPeer >= lim.MaxRegistrationsPerPeer {
+			return errLimit{store.ErrPeerLimit}
+		}
+		if countsSources {
 			if err := lim.CheckQuota(r.Source, inAddr, inNet); err != nil {
 				return errLimit{err}
 			}
@@ -252,15 +291,8 @@ func (w *writer) register(o *op) error {
 		}
 		if isCrowded || (lim.MaxRegistrations > 0 && w.meta.total >= int64(lim.MaxRegistrations)) ||
 			(lim.MaxNamespaces > 0 && w.meta.namespaces >= int64(lim.MaxNamespaces)) {
-			var d int
-			for {
-				before := d
-				if err := w.sweepTo(now, 10000, &d); err != nil {
-					return err
-				}
-				if d-before < 10000 {
-					break
-				}
+			if err := w.sweepAll(now); err != nil {
+				return err
 			}
 			existing = existing && old > now // an expired one is gone now
 			if lim.MaxRegistrations > 0 && w.meta.total >= int64(lim.MaxRegistrations) {
@@ -283,7 +315,6 @@ func (w *writer) register(o *op) error {
 		}
 	}
 	seq := w.meta.seq + 1
-	exp := horizon.Nanos(r.Expires)
 	if existing {
 		if _, err := w.replace.Exec(seq, r.Record, exp, src, srcAddr, srcNet, r.Namespace, p); err != nil {
 			return err
@@ -313,6 +344,20 @@ func (w *writer) isNewNamespace(ns string) (bool, error) {
 		return false, err
 	}
 	return n == 0, nil
+}
+
+// sweepAll deletes every row expired at now.
+func (w *writer) sweepAll(now int64) error {
+	const chunk = 10000
+	for {
+		var d int
+		if err := w.sweepTo(now, chunk, &d); err != nil {
+			return err
+		}
+		if d < chunk {
+			return nil
+		}
+	}
 }
 
 // sweepTo deletes at most limit rows expired at now, adding their number to

@@ -44,6 +44,7 @@ func Run(t *testing.T, open Opener) {
 		{"UnregisterMissingIsNoop", testUnregisterMissing},
 		{"PeerLimit", testPeerLimit},
 		{"PeerLimitIgnoresExpired", testPeerLimitIgnoresExpired},
+		{"PeerLimitReregistersExpired", testPeerLimitReregistersExpired},
 		{"TotalLimit", testTotalLimit},
 		{"NamespaceLimit", testNamespaceLimit},
 		{"Stats", testStats},
@@ -325,6 +326,24 @@ func testPeerLimitIgnoresExpired(t *testing.T, s store.Store) {
 	if _, err := s.Register(ctx, r, limits, later); err != nil {
 		t.Fatalf("registering after the others expired: %v", err)
 	}
+}
+
+// testPeerLimitReregistersExpired: a peer at its limit, one of whose
+// registrations expired, registers that pair again; what is live then holds
+// it to the limit.
+func testPeerLimitReregistersExpired(t *testing.T, s store.Store) {
+	limits := store.Limits{MaxRegistrationsPerPeer: 2}
+	ctx := context.Background()
+	mustRegister(t, s, reg("a", pid(1), time.Minute))
+	mustRegister(t, s, reg("b", pid(1), time.Hour))
+	later := epoch.Add(2 * time.Minute)
+	if _, err := s.Register(ctx, reg("a", pid(1), time.Hour), limits, later); err != nil {
+		t.Fatalf("registering an expired pair again: %v", err)
+	}
+	if _, err := s.Register(ctx, reg("c", pid(1), time.Hour), limits, later); !errors.Is(err, store.ErrPeerLimit) {
+		t.Fatalf("a third live registration: %v, want %v", err, store.ErrPeerLimit)
+	}
+	wantKeys(t, discover(t, s, "", 0, 10, later), "b/"+string(pid(1)), "a/"+string(pid(1)))
 }
 
 func testTotalLimit(t *testing.T, s store.Store) {
