@@ -281,7 +281,7 @@ func (s *Store) init() error {
 	}
 	// INDEXED BY and the unary + keep the planner on the (ns, seq) index and
 	// on the seq order, whatever the statistics say.
-	s.discoverNS = prep(`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_ns_seq
+	s.discoverNS = prep(`SELECT seq, peer, record, expires FROM regs INDEXED BY regs_ns_seq
 		WHERE ns = ? AND seq > ? AND +expires > ? ORDER BY seq LIMIT ?`)
 	s.discoverAll = prep(`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_seq
 		WHERE seq > ? AND +expires > ? ORDER BY seq LIMIT ?`)
@@ -422,6 +422,9 @@ func (s *Store) Unregister(ctx context.Context, ns string, p peer.ID) error {
 	return s.submit(ctx, &op{kind: opUnregister, ctx: ctx, reg: store.Registration{Namespace: ns, Peer: p}})
 }
 
+// recordChunk is the size of the buffers Discover copies records into.
+const recordChunk = 4 << 10
+
 // Discover implements store.Store.
 func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns string, after uint64, limit int, now time.Time) ([]store.Registration, error) {
 	if s.closed.Load() {
@@ -444,15 +447,29 @@ func (s *Store) Discover(ctx context.Context, dst []store.Registration, ns strin
 		return dst, s.wrap(err)
 	}
 	defer rows.Close()
+	// The driver's bytes are copied once: peers into strings, records into
+	// chunks shared by the page.
+	var peerBytes, record sql.RawBytes
+	var chunk []byte
 	for rows.Next() {
-		var r store.Registration
+		r := store.Registration{Namespace: ns}
 		var seq, exp int64
-		var p []byte
-		if err := rows.Scan(&seq, &r.Namespace, &p, &r.Record, &exp); err != nil {
+		var err error
+		if ns == "" {
+			err = rows.Scan(&seq, &r.Namespace, &peerBytes, &record, &exp)
+		} else {
+			err = rows.Scan(&seq, &peerBytes, &record, &exp)
+		}
+		if err != nil {
 			clear(dst[start:]) // drop what this call appended
 			return dst[:start], s.wrap(err)
 		}
-		r.Peer, r.Seq, r.Expires = peer.ID(p), uint64(seq), time.Unix(0, exp).UTC()
+		if len(record) > cap(chunk)-len(chunk) {
+			chunk = make([]byte, 0, max(len(record), recordChunk))
+		}
+		chunk = append(chunk, record...)
+		r.Record = chunk[len(chunk)-len(record) : len(chunk) : len(chunk)]
+		r.Peer, r.Seq, r.Expires = peer.ID(peerBytes), uint64(seq), time.Unix(0, exp).UTC()
 		dst = append(dst, r)
 	}
 	if err := rows.Err(); err != nil {

@@ -206,8 +206,8 @@ func TestQueryPlans(t *testing.T) {
 	}
 	defer db.Close()
 	for q, want := range map[string]string{
-		`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_ns_seq WHERE ns = ? AND seq > ? AND +expires > ? ORDER BY seq LIMIT ?`: "regs_ns_seq (ns=? AND seq>?)",
-		`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_seq WHERE seq > ? AND +expires > ? ORDER BY seq LIMIT ?`:               "regs_seq (seq>?)",
+		`SELECT seq, peer, record, expires FROM regs INDEXED BY regs_ns_seq WHERE ns = ? AND seq > ? AND +expires > ? ORDER BY seq LIMIT ?`: "regs_ns_seq (ns=? AND seq>?)",
+		`SELECT seq, ns, peer, record, expires FROM regs INDEXED BY regs_seq WHERE seq > ? AND +expires > ? ORDER BY seq LIMIT ?`:           "regs_seq (seq>?)",
 		`SELECT count(*) FROM regs WHERE peer = ?`:                                                                "COVERING INDEX regs_peer (peer=?)",
 		`SELECT expires FROM regs WHERE ns = ? AND peer = ?`:                                                      "regs_key (ns=? AND peer=?)",
 		`SELECT id FROM regs WHERE expires <= ? ORDER BY expires LIMIT ?`:                                         "regs_expires (expires<?)",

@@ -4,6 +4,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"DiscoverAllInSequenceOrder", testDiscoverAll},
 		{"DiscoverAfterAndLimit", testDiscoverAfterAndLimit},
 		{"DiscoverAppendsToDst", testDiscoverAppends},
+		{"DiscoverRecordsIntact", testDiscoverRecordsIntact},
 		{"ExpiredNeverServed", testExpiredNeverServed},
 		{"Unregister", testUnregister},
 		{"UnregisterMissingIsNoop", testUnregisterMissing},
@@ -211,6 +213,34 @@ func testDiscoverAppends(t *testing.T, s store.Store) {
 	if err != nil || len(regs) != 0 {
 		t.Fatalf("unknown namespace: got %v, %v", keys(regs), err)
 	}
+}
+
+// testDiscoverRecordsIntact: every record of a page, of sizes from one
+// byte to several kilobytes, comes back as it was registered, and stays so
+// after later pages are read.
+func testDiscoverRecordsIntact(t *testing.T, s store.Store) {
+	want := map[peer.ID]string{}
+	for i := range 24 {
+		r := reg("ns", pid(i), time.Hour)
+		r.Record = bytes.Repeat([]byte{byte('a' + i)}, 1+i*i*i%7000)
+		want[r.Peer] = string(r.Record)
+		mustRegister(t, s, r)
+	}
+	check := func(regs []store.Registration) {
+		t.Helper()
+		for _, r := range regs {
+			if string(r.Record) != want[r.Peer] {
+				t.Fatalf("record of %s: %d bytes starting %q, want %d bytes of %q", r.Peer, len(r.Record), r.Record[:min(len(r.Record), 4)], len(want[r.Peer]), want[r.Peer][:1])
+			}
+		}
+	}
+	first := discover(t, s, "ns", 0, 12, epoch)
+	rest := discover(t, s, "", first[len(first)-1].Seq, 100, epoch)
+	if len(first)+len(rest) != 24 {
+		t.Fatalf("%d + %d registrations, want 24", len(first), len(rest))
+	}
+	check(first)
+	check(rest)
 }
 
 func testDiscoverAfterAndLimit(t *testing.T, s store.Store) {
