@@ -621,19 +621,27 @@ func TestMigratesVersion1(t *testing.T) {
 	}
 	s.Close()
 
-	db, err = sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var v int
-	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 3 {
-		t.Fatalf("user_version %d, %v; want 3", v, err)
-	}
+	db = openMigrated(t, path)
 	var stored []byte
 	if err := db.QueryRow(`SELECT src FROM regs WHERE peer = ?`, []byte(pid(2))).Scan(&stored); err != nil || !slices.Equal(stored, src.AsSlice()) {
 		t.Fatalf("stored source %v, %v; want %v", stored, err, src)
 	}
+}
+
+// openMigrated opens the database at path beside the store, closed by the
+// test's end, and checks that its schema is the current version, 3.
+func openMigrated(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var v int
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 3 {
+		t.Fatalf("user_version %d, %v; want 3", v, err)
+	}
+	return db
 }
 
 // TestMigratesVersion2: a database of version 2, whose rows are keyed by
@@ -711,15 +719,7 @@ func TestMigratesVersion2(t *testing.T) {
 	}
 	s.Close()
 
-	db, err = sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var v int
-	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 3 {
-		t.Fatalf("user_version %d, %v; want 3", v, err)
-	}
+	db = openMigrated(t, path)
 	var n int
 	// The refresh above came from no source and took its row out.
 	if err := db.QueryRow(`SELECT count(*) FROM regs WHERE src_addr = ?`, []byte{1}).Scan(&n); err != nil || n != 2 {
