@@ -201,24 +201,18 @@ func (w *writer) register(o *op) error {
 	// A refresh of a live registration, most REGISTERs, is one statement
 	// (two when its source changed): no limit applies to it.
 	exp := horizon.Nanos(r.Expires)
-	for _, st := range []*sql.Stmt{w.refresh, w.refreshFrom} {
-		var res sql.Result
-		var err error
-		if st == w.refresh {
-			res, err = st.Exec(w.meta.seq+1, r.Record, exp, r.Namespace, p, now, src)
-		} else {
-			res, err = st.Exec(w.meta.seq+1, r.Record, exp, src, srcAddr, srcNet, r.Namespace, p, now)
-		}
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 1 {
-			w.meta.seq++
-			o.seq = uint64(w.meta.seq)
-			return nil
-		}
+	seq := w.meta.seq + 1
+	done, err := affectedOne(w.refresh.Exec(seq, r.Record, exp, r.Namespace, p, now, src))
+	if err == nil && !done {
+		done, err = affectedOne(w.refreshFrom.Exec(seq, r.Record, exp, src, srcAddr, srcNet, r.Namespace, p, now))
+	}
+	if err != nil {
+		return err
+	}
+	if done {
+		w.meta.seq = seq
+		o.seq = uint64(seq)
+		return nil
 	}
 	var old int64
 	existing := true
@@ -314,7 +308,6 @@ func (w *writer) register(o *op) error {
 			}
 		}
 	}
-	seq := w.meta.seq + 1
 	if existing {
 		if _, err := w.replace.Exec(seq, r.Record, exp, src, srcAddr, srcNet, r.Namespace, p); err != nil {
 			return err
@@ -335,6 +328,16 @@ func (w *writer) register(o *op) error {
 	w.meta.seq = seq
 	o.seq = uint64(seq)
 	return nil
+}
+
+// affectedOne reports whether the statement that returned res, err changed
+// one row.
+func affectedOne(res sql.Result, err error) (bool, error) {
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // isNewNamespace reports whether ns holds no row.
