@@ -151,6 +151,18 @@ FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bytea[], $6
 LEFT JOIN rendezvous_registrations r ON r.ns = x.ns AND r.peer = x.peer
 ORDER BY x.i`
 
+// indexPlans makes the statements of the transaction that runs it find
+// rows through their indexes, whatever the planner believes of the table's
+// size. A plan is cached with the statement and kept until the table's
+// statistics change: one made while the table was small (a new schema, a
+// point's first batches) would join a batch's keys against a scan of the
+// whole table, at every batch, for as long as the statement stays cached.
+// A statement with no index to use (the totals' 16 rows) still runs, at a
+// cost the planner counts as huge: jit stays off so that this does not
+// compile it.
+const indexPlans = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
+	set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true)`
+
 // applyBatch applies ops in one transaction as if they came one after the
 // other in order: each is checked against the limits as they stand after
 // the ones before it. It reads the database once for the whole batch and
@@ -229,6 +241,7 @@ func (s *Store) applyIn(ctx context.Context, conn *pgxpool.Conn, ops []*op, alon
 		b.Queue(lockKeys, hi, lo, shared)
 	}
 	b.Queue(readCounters)
+	b.Queue(indexPlans)
 	b.Queue(baseQuery, nss, peers, nows, cps, cas, cns)
 	br := conn.SendBatch(ctx, b)
 	execs := 2
@@ -242,6 +255,10 @@ func (s *Store) applyIn(ctx context.Context, conn *pgxpool.Conn, ops []*op, alon
 		}
 	}
 	if err := br.QueryRow().Scan(&c.total, &c.namespaces); err != nil {
+		_ = br.Close()
+		return err
+	}
+	if _, err := br.Exec(); err != nil { // indexPlans
 		_ = br.Close()
 		return err
 	}
@@ -482,11 +499,7 @@ func queueWrites(b *pgx.Batch, order []key, writes map[key]*write, shard int32, 
 		return []any{nss, peers, records, exps, ks, srcs, addrs, nets, base}
 	}
 	if len(upd) > 0 {
-		b.Queue(`UPDATE rendezvous_registrations AS r SET seq = `+seqOf("x.k")+`, record = x.record, expires = x.expires,
-			src = x.src, src_addr = x.src_addr, src_net = x.src_net
-			FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])
-				AS x (ns, peer, record, expires, k, src, src_addr, src_net)
-			WHERE r.ns = x.ns AND r.peer = x.peer`, cols(upd)...)
+		b.Queue(updateRegs, cols(upd)...)
 	}
 	if len(ins) > 0 {
 		b.Queue(`INSERT INTO rendezvous_registrations (ns, peer, record, expires, seq, src, src_addr, src_net)
@@ -505,6 +518,13 @@ func queueWrites(b *pgx.Batch, order []key, writes map[key]*write, shard int32, 
 	}
 	return b.Len()
 }
+
+// updateRegs writes the registrations of a batch whose rows are there.
+var updateRegs = `UPDATE rendezvous_registrations AS r SET seq = ` + seqOf("x.k") + `, record = x.record, expires = x.expires,
+	src = x.src, src_addr = x.src_addr, src_net = x.src_net
+	FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[])
+		AS x (ns, peer, record, expires, k, src, src_addr, src_net)
+	WHERE r.ns = x.ns AND r.peer = x.peer`
 
 // addCounts adds the namespaces $3 that are new to the store and adds
 // registrations ($2) and new namespaces to counter row $1.
