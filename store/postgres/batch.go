@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
@@ -56,6 +57,10 @@ func (s *Store) writeLoop() {
 			batch = append(batch[:0], o)
 		}
 		s.turn <- struct{}{}
+		// REGISTERs answered by the last batch come back as their
+		// goroutines run again: let those that are ready reach the
+		// queue, so that they share this batch rather than each start one.
+		runtime.Gosched()
 	collect:
 		for len(batch) < maxBatch {
 			select {
