@@ -21,9 +21,17 @@
 # phase (the machine's other work moves all three workloads alike). serve, the filler and the load
 # generator share the machine. Before each step it waits up to QUIET seconds
 # (default 60) for a 1-minute load average under MAXLOAD (default 1.5).
+#
+# With ROUNDS=N, the empty point of step 1 is a second serve of the same
+# store, started beside the one that is filled and kept running (idle)
+# through the fill; step 3 then measures both points in turn, N rounds of
+# each, so that each comparison is of two runs a few seconds apart, and the
+# table gives per workload the median of each side and the range of the
+# per-round ratios, full over empty.
 # Usage: scripts/million.sh [seconds per bench run, default 5] [connections, default "16"]
 #   env: STORES (default "memory embedded"), PEERS (1000), NAMESPACES (1000),
-#   SERVE_GOMEMLIMIT (GOMEMLIMIT for serve alone, such as 900MiB; default none)
+#   SERVE_GOMEMLIMIT (GOMEMLIMIT for serve alone, such as 900MiB; default none),
+#   ROUNDS (default none: the empty point measured once, before the fill)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
@@ -34,13 +42,19 @@ namespaces=${NAMESPACES:-1000}
 total=$((peers * namespaces))
 maxload=${MAXLOAD:-1.5}
 quietwait=${QUIET:-60}
+rounds=${ROUNDS:-}
 work=$(mktemp -d)
 pid=
+emptypid=
 stop_serve() {
   if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   pid=
 }
-trap 'stop_serve; rm -rf "$work"' EXIT
+stop_empty() {
+  if [ -n "$emptypid" ]; then kill -TERM "$emptypid" 2>/dev/null || true; wait "$emptypid" 2>/dev/null || true; fi
+  emptypid=
+}
+trap 'stop_serve; stop_empty; rm -rf "$work"' EXIT
 go build -o "$work/rendezvous" ./cmd/rendezvous
 go build -o "$work/fillpoint" ./internal/fillpoint
 bin="$work/rendezvous"
@@ -60,18 +74,29 @@ rss() {
     END { printf "VmRSS %.0f MB (anon %.0f, file %.0f), VmHWM %.0f MB", r / 1000, a / 1000, f / 1000, h / 1000 }' "/proc/$pid/status"
 }
 
-# start_serve STORE LISTEN: starts serve on STORE's data directory, sets pid and point.
+# start_serve STORE LISTEN [NAME]: starts serve on the data directory NAME
+# (default STORE), sets pid and point.
 start_serve() {
+  local name=${3:-$1}
   : >"$work/addr"
-  env ${SERVE_GOMEMLIMIT:+GOMEMLIMIT=$SERVE_GOMEMLIMIT} "$bin" serve --store "$1" --data-dir "$work/data-$1" --listen "$2" --bench-echo --log-level warn \
+  env ${SERVE_GOMEMLIMIT:+GOMEMLIMIT=$SERVE_GOMEMLIMIT} "$bin" serve --store "$1" --data-dir "$work/data-$name" --listen "$2" --bench-echo --log-level warn \
     --max-registrations $((total + total / 10 + 10000)) --max-registrations-per-peer "$namespaces" \
-    --max-namespaces $((namespaces + 1000)) >"$work/addr" 2>>"$work/serve-$1.log" &
+    --max-namespaces $((namespaces + 1000)) >"$work/addr" 2>>"$work/serve-$name.log" &
   pid=$!
 }
 wait_addr() {
   for _ in $(seq 300); do [ -s "$work/addr" ] && break; sleep 0.1; done
   point=$(head -1 "$work/addr")
   [ -n "$point" ] || { echo "serve printed no address:"; cat "$work/serve-$1.log"; exit 1; }
+}
+# pages registers about 100 peers in each bench namespace, so that DISCOVERs
+# get pages of 100 on the "empty" point as at the fill: 100 peers, 5000
+# REGISTERs in 10 namespaces at random (each peer misses one with odds
+# 0.9^50).
+pages() {
+  [ "${PAGES:-1}" = 1 ] || return 0
+  timeout 300 "$bin" bench --point "$point" --workload register --conns 100 --ops 5000 --duration 240s --quiet >/dev/null
+  echo "$st: 100 peers registered in bench-0..9 (pages of up to 100 before the fill too)"
 }
 
 # bench_run WORKLOAD CONNS [bench flags...]: prints ops/s; the whole report goes to the raw log.
@@ -84,34 +109,40 @@ bench_run() {
 }
 
 declare -A rate=()
-# measure PHASE: register, discover and echo at each connection count.
+# measure PHASE [ROUND]: register, discover and echo at each connection
+# count (each rate appended to those of earlier rounds).
 measure() {
-  local c
+  local c w r
   for c in $conns; do
-    quiet
-    echo "$st $1, $c conns: load $(load)"
-    rate[$st,$1,$c,register]=$(bench_run register "$c")
-    rate[$st,$1,$c,discover]=$(bench_run discover "$c")
-    if [ "$1" = full ]; then
-      rate[$st,$1,$c,discover-filled]=$(bench_run discover "$c" --ns-prefix fill- --namespaces "$namespaces")
-    fi
-    rate[$st,$1,$c,echo]=$(bench_run echo "$c")
+    [ -n "${2:-}" ] || quiet
+    echo "$st $1${2:+ round $2}, $c conns: load $(load)"
+    for w in register discover discover-filled echo; do
+      case $w in
+      discover-filled)
+        [ "$1" = full ] || continue
+        r=$(bench_run discover "$c" --ns-prefix fill- --namespaces "$namespaces") ;;
+      *) r=$(bench_run "$w" "$c") ;;
+      esac
+      rate[$st,$1,$c,$w]="${rate[$st,$1,$c,$w]:+${rate[$st,$1,$c,$w]} }$r"
+    done
   done
 }
 
 for st in $stores; do
+  if [ -n "$rounds" ]; then
+    start_serve "$st" /ip4/127.0.0.1/tcp/0 "$st-empty"
+    wait_addr "$st-empty"
+    emptypid=$pid emptypoint=$point
+    echo "$st: empty point $point, kept beside the filled one"
+    pages
+  fi
   start_serve "$st" /ip4/127.0.0.1/tcp/0
   wait_addr "$st"
   echo "$st: point $point${SERVE_GOMEMLIMIT:+, serve with GOMEMLIMIT=$SERVE_GOMEMLIMIT}"
   echo "$st: serve RSS empty: $(rss)"
-  if [ "${PAGES:-1}" = 1 ]; then
-    # About 100 peers in each bench namespace, so that DISCOVERs get pages of
-    # 100 on the "empty" point as at the fill: 100 peers, 5000 REGISTERs in 10
-    # namespaces at random (each peer misses one with odds 0.9^50).
-    timeout 300 "$bin" bench --point "$point" --workload register --conns 100 --ops 5000 --duration 240s --quiet >/dev/null
-    echo "$st: 100 peers registered in bench-0..9 (pages of up to 100 before the fill too)"
-  fi
-  measure empty
+  fullpoint=$point
+  pages
+  [ -n "$rounds" ] || measure empty
 
   quiet
   echo "$st fill: load $(load); $peers peers × $namespaces namespaces"
@@ -120,7 +151,18 @@ for st in $stores; do
     { tail -5 "$work/fill.log"; exit 1; }
   echo "$st fill: took $(($(date +%s) - fillstart)) s, load $(load) at its end"
   echo "$st: serve RSS filled: $(rss)"
-  measure full
+  if [ -n "$rounds" ]; then
+    quiet
+    for r in $(seq "$rounds"); do
+      point=$emptypoint
+      measure empty "$r"
+      point=$fullpoint
+      measure full "$r"
+    done
+    stop_empty
+  else
+    measure full
+  fi
   echo "$st: serve RSS after the runs at the fill: $(rss)"
 
   if [ "$st" = embedded ]; then
@@ -150,20 +192,32 @@ done
 
 echo "end: load $(load)"
 echo
-echo "| store | conns | workload | empty ops/s | at $total ops/s | at $total / empty | the same, each over echo of its phase |"
+if [ -n "$rounds" ]; then
+  echo "| store | conns | workload | empty ops/s, median of $rounds | at $total ops/s, median of $rounds | at $total / empty, medians | per round (range) |"
+else
+  echo "| store | conns | workload | empty ops/s | at $total ops/s | at $total / empty | the same, each over echo of its phase |"
+fi
 echo "|---|---|---|---|---|---|---|"
 for st in $stores; do
   for c in $conns; do
     for w in register discover discover-filled echo; do
       e=${rate[$st,empty,$c,$w]:-${rate[$st,empty,$c,discover]}}
       f=${rate[$st,full,$c,$w]}
-      python3 -c 'import sys
-st, c, w, e, f, ee, fe = sys.argv[1:]
-try: r = f"{float(f) / float(e):.2f}"
-except ValueError: r = "?"
-try: n = f"{(float(f) / float(fe)) / (float(e) / float(ee)):.2f}"
-except ValueError: n = "?"
-print(f"| {st} | {c} | {w} | {e} | {f} | {r} | {n} |")' "$st" "$c" "$w" "$e" "$f" "${rate[$st,empty,$c,echo]}" "${rate[$st,full,$c,echo]}"
+      python3 -c 'import statistics, sys
+st, c, w, e, f, ee, fe, rounds = sys.argv[1:]
+def nums(s): return [float(x) for x in s.split()]
+try:
+    es, fs = nums(e), nums(f)
+except ValueError:
+    print(f"| {st} | {c} | {w} | {e} | {f} | ? | ? |"); sys.exit()
+em, fm = statistics.median(es), statistics.median(fs)
+if rounds:
+    rs = [b / a for a, b in zip(es, fs)]
+    print(f"| {st} | {c} | {w} | {em:.0f} | {fm:.0f} | {fm / em:.2f} | {min(rs):.2f}–{max(rs):.2f} |")
+else:
+    try: n = f"{(fm / float(fe)) / (em / float(ee)):.2f}"
+    except ValueError: n = "?"
+    print(f"| {st} | {c} | {w} | {em:.0f} | {fm:.0f} | {fm / em:.2f} | {n} |")' "$st" "$c" "$w" "$e" "$f" "${rate[$st,empty,$c,echo]}" "${rate[$st,full,$c,echo]}" "$rounds"
     done
   done
 done
