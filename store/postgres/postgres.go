@@ -99,11 +99,13 @@
 // writers overlapped, every batch held one counter row from its first read
 // to its commit, so two points on one database made 0.92 to 1.05 times
 // what one point made. With the writers overlapping, one point registers
-// 3.6 to 3.9 times what one transaction per REGISTER did at 16 concurrent
-// REGISTERs and 6.4 to 7.4 times at 64; two points together make 1.20 to
-// 1.29 times one point with the database on the same 2 cores (the cores,
-// not the locks, are then the ceiling) and 1.36 to 1.80 times with the
-// database a millisecond away.
+// 5.2 to 10.2 times what one transaction per REGISTER did at 16 concurrent
+// REGISTERs and 4.4 to 12.7 times at 64. With the database a millisecond
+// away, as from points on machines of their own, two points together make
+// 1.58 to 2.00 times one point at 16 writers each and 1.57 to 2.39 times
+// at 64. With the database on the same 2 cores as the points, they make
+// about what one point makes: the cores, not the locks, are then the
+// ceiling.
 //
 // Each batch holds up to four advisory locks per REGISTER (maxBatch of
 // them), which the server keeps in its shared lock table
