@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/rendezvous-p2p/rendezvous/store"
@@ -322,15 +321,7 @@ func TestBatchFails(t *testing.T) {
 	if _, err := s.Register(ctx, reg("held", pid(0), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := beginTx(t, dsn)
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+schema+".rendezvous_registrations IN EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}

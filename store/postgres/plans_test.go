@@ -21,16 +21,7 @@ func TestWriterPlansUseIndexes(t *testing.T) {
 	dsn, schema := newSchema(t)
 	open(t, dsn, schema) // creates the tables, empty
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
+	tx := beginTx(t, dsn)
 	for _, q := range []string{`SET LOCAL search_path = ` + schema, `SET LOCAL plan_cache_mode = force_generic_plan`, postgres.IndexPlans} {
 		if _, err := tx.Exec(ctx, q); err != nil {
 			t.Fatal(err)

@@ -72,6 +72,24 @@ func dropSchema(dsn, schema string) {
 	_, _ = conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
 }
 
+// beginTx begins a transaction on a connection of its own to dsn, rolled
+// back and closed at the end of the test if still open.
+func beginTx(t testing.TB, dsn string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	return tx
+}
+
 func inSchema(schema string) postgres.Option {
 	return postgres.WithPoolConfig(func(c *pgxpool.Config) {
 		c.ConnConfig.RuntimeParams["search_path"] = schema

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/rendezvous-p2p/rendezvous/store"
 	"github.com/rendezvous-p2p/rendezvous/store/postgres"
 )
@@ -20,16 +18,7 @@ func TestWatermarkHoldsBackLaterCommits(t *testing.T) {
 	dsn, schema := newSchema(t)
 	s := open(t, dsn, schema, postgres.WithDiscoverWait(50*time.Millisecond))
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
+	tx := beginTx(t, dsn)
 	// Written as a point's writer writes it: numbered from its own id.
 	if _, err := tx.Exec(ctx, `INSERT INTO `+schema+`.rendezvous_registrations (ns, peer, record, expires, seq)
 		SELECT 'ns', $1, 'early', $2, seq + (pg_current_xact_id()::text::bigint << 9) + 1
