@@ -238,6 +238,7 @@ func (s *Store) applyIn(ctx context.Context, conn *pgxpool.Conn, ops []*op, alon
 	bases := make([]base, k)
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN ISOLATION LEVEL READ COMMITTED`)
+	b.Queue(indexPlans)
 	if alone {
 		b.Queue(`SELECT pg_advisory_xact_lock($1)`, globalLock)
 	} else {
@@ -246,12 +247,11 @@ func (s *Store) applyIn(ctx context.Context, conn *pgxpool.Conn, ops []*op, alon
 		b.Queue(lockKeys, hi, lo, shared)
 	}
 	b.Queue(readCounters)
-	b.Queue(indexPlans)
 	b.Queue(baseQuery, nss, peers, nows, cps, cas, cns)
 	br := conn.SendBatch(ctx, b)
-	execs := 2
+	execs := 3 // BEGIN, indexPlans, the global lock
 	if !alone {
-		execs = 3
+		execs = 4 // and the keys' locks
 	}
 	for range execs {
 		if _, err := br.Exec(); err != nil {
@@ -260,10 +260,6 @@ func (s *Store) applyIn(ctx context.Context, conn *pgxpool.Conn, ops []*op, alon
 		}
 	}
 	if err := br.QueryRow().Scan(&c.total, &c.namespaces); err != nil {
-		_ = br.Close()
-		return err
-	}
-	if _, err := br.Exec(); err != nil { // indexPlans
 		_ = br.Close()
 		return err
 	}

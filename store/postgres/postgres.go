@@ -71,7 +71,7 @@
 //     reads, for every registration of the batch, what the limit checks
 //     need (the existing row of its (namespace, peer), the live rows of its
 //     peer and of its source's address and network, whether its namespace
-//     has a row), all in one message; before that SELECT, it turns off for
+//     has a row), all in one message; right after BEGIN, it turns off for
 //     the transaction the planner's sequential scans, hash and merge joins
 //     and JIT (indexPlans), so that the plans kept with its statements look
 //     each key up in the indexes even when they were made on an empty
