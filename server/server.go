@@ -90,6 +90,8 @@ type Server struct {
 
 	// registerRate and discoverRate hold the rates of each source.
 	registerRate, discoverRate *rate.Limiter
+
+	workers streamWorkers
 }
 
 // New mounts a rendezvous point on h, keeping registrations in st. The
@@ -103,6 +105,7 @@ func New(h host.Host, st store.Store, opts ...Option) (*Server, error) {
 		now:       time.Now,
 		protocols: []protocol.ID{rendezvous.ProtocolID},
 		streams:   make(map[network.Stream]struct{}),
+		workers:   streamWorkers{streams: make(chan network.Stream)},
 	}
 	for _, opt := range opts {
 		if err := opt(s); err != nil {
@@ -183,7 +186,9 @@ func (s *Server) untrack(str network.Stream) {
 	s.wg.Done()
 }
 
-func (s *Server) handleStream(str network.Stream) {
+// serveStream answers the requests of str until the peer closes it, it
+// waits longer than Resources.IdleTimeout for one, or the point closes.
+func (s *Server) serveStream(str network.Stream) {
 	if !s.track(str) {
 		_ = str.Reset()
 		return

@@ -125,6 +125,8 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&r.StatsInterval, "stats-interval", r.StatsInterval, "how often the store's counts are exported")
 	fs.DurationVar(&r.FaultLogInterval, "fault-log-interval", r.FaultLogInterval, "least time between two log lines about the same store fault")
 	fs.IntVar(&r.RecordCacheSize, "record-cache-size", r.RecordCacheSize, "peers whose last verified record is remembered, so a refresh skips the signature check (0: none)")
+	fs.IntVar(&r.StreamWorkers, "stream-workers", r.StreamWorkers, "goroutines kept to serve streams on stacks already grown (0: none)")
+	fs.DurationVar(&r.StreamWorkerIdle, "stream-worker-idle", r.StreamWorkerIdle, "how long a stream worker waits for a stream before it exits")
 	c.limits.flags(fs)
 }
 
