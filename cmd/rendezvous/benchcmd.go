@@ -40,6 +40,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.NamespacePrefix, "ns-prefix", bench.DefaultNamespacePrefix, "namespace i is this prefix followed by i")
 	fs.StringVar(&workload, "workload", "mixed", "register, discover, mixed (half each) or echo (needs serve --bench-echo)")
 	fs.IntVar(&cfg.DiscoverLimit, "limit", 100, "limit of each DISCOVER")
+	fs.Uint64Var(&cfg.PeerSeed, "peer-seed", 0, "if not 0, connection i is the same peer in every run with this seed (0: new peers)")
 	fs.StringVar(&proto, "protocol", string(rendezvous.ProtocolID), "rendezvous protocol ID")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&quiet, "quiet", false, "no progress line")

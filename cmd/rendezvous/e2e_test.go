@@ -207,6 +207,41 @@ func TestBenchAgainstServe(t *testing.T) {
 	stopServe(t, d)
 }
 
+// With --peer-seed, a run's connections are the peers of the runs before it
+// with the same seed: their REGISTERs refresh, and the namespace holds no
+// more peers than connections.
+func TestBenchPeerSeed(t *testing.T) {
+	d := startServe(t, "--store", "memory", "--data-dir", t.TempDir(), "--listen", "/ip4/127.0.0.1/tcp/0",
+		"--allow-prefix", "127.0.0.0/8")
+	point := d.addrs[0].String()
+	peersIn := func() int64 {
+		out := cli(t, "bench", "--point", point, "--workload", "discover", "--conns", "1", "--ops", "1", "--duration", "10s",
+			"--namespaces", "1", "--limit", "100", "--json", "--quiet")
+		var rep struct {
+			Ops           int64 `json:"ops"`
+			Registrations int64 `json:"registrations"`
+		}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Ops != 1 {
+			t.Fatalf("bench --json printed %q (%v), want one DISCOVER", out, err)
+		}
+		return rep.Registrations
+	}
+	register := func(seed ...string) {
+		cli(t, append([]string{"bench", "--point", point, "--workload", "register", "--conns", "3", "--ops", "30", "--duration", "10s",
+			"--namespaces", "1", "--quiet"}, seed...)...)
+	}
+	register("--peer-seed", "7")
+	register("--peer-seed", "7")
+	if n := peersIn(); n != 3 {
+		t.Fatalf("after two runs of 3 connections with one seed, the namespace holds %d peers, want 3", n)
+	}
+	register()
+	if n := peersIn(); n != 6 {
+		t.Fatalf("after a run without a seed, the namespace holds %d peers, want 6", n)
+	}
+	stopServe(t, d)
+}
+
 func TestServeOverQUICAndWebSocket(t *testing.T) {
 	dir := t.TempDir()
 	d := startServe(t, "--store", "memory", "--data-dir", dir,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -68,6 +69,11 @@ type Config struct {
 	DiscoverLimit int
 	// Protocol is the rendezvous protocol ID.
 	Protocol protocol.ID
+	// PeerSeed, if not 0, makes the identities of the client hosts the
+	// same from one run to the next: connection i's key is drawn from
+	// PeerSeed and i. Runs that REGISTER then refresh the registrations
+	// of the runs before them instead of adding to them. 0 draws new keys.
+	PeerSeed uint64
 	// Progress, if not nil, is called about once a second.
 	Progress func(ops, errors int64, elapsed time.Duration)
 }
@@ -233,7 +239,15 @@ func connect(ctx context.Context, cfg Config) ([]*worker, error) {
 }
 
 func newWorker(ctx context.Context, cfg Config, seed uint64) (*worker, error) {
-	h, err := libp2p.New(libp2p.NoListenAddrs)
+	opts := []libp2p.Option{libp2p.NoListenAddrs}
+	if cfg.PeerSeed != 0 {
+		key, err := seededKey(cfg.PeerSeed, seed)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, libp2p.Identity(key))
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -271,6 +285,16 @@ func newWorker(ctx context.Context, cfg Config, seed uint64) (*worker, error) {
 		w.registers, w.discovers = append(w.registers, reg), append(w.discovers, disc)
 	}
 	return w, nil
+}
+
+// seededKey is the Ed25519 key of connection i of the runs with PeerSeed
+// seed.
+func seededKey(seed, i uint64) (crypto.PrivKey, error) {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:8], seed)
+	binary.LittleEndian.PutUint64(s[8:16], i)
+	key, _, err := crypto.GenerateEd25519Key(rand.NewChaCha8(s))
+	return key, err
 }
 
 // delimited is m with its length as a varint in front, as requests are
