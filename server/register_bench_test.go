@@ -66,8 +66,28 @@ func BenchmarkRegisterRefresh(b *testing.B) {
 //	go test -run '^$' -bench Discover100 -benchmem ./server
 func BenchmarkDiscover100(b *testing.B) {
 	st := memory.New()
+	fillBench(b, st, 100)
+	client, _ := peer.Decode("12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf")
+	srv, err := server.New(testhost.New(b), st, server.WithAllowlist(server.Allowlist{Peers: []peer.ID{client}}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	req := &pb.Message{Type: pb.Message_DISCOVER.Enum(), Discover: &pb.Message_Discover{Ns: proto.String("bench"), Limit: proto.Uint64(100)}}
+	for b.Loop() {
+		resp, status := srv.HandleRequest(context.Background(), server.Request{Message: req, Peer: client, Source: netip.MustParseAddr("192.0.2.1")})
+		if status != rendezvous.StatusOK || len(resp.GetDiscoverResponse().GetRegistrations()) != 100 {
+			b.Fatal(status, len(resp.GetDiscoverResponse().GetRegistrations()))
+		}
+	}
+}
+
+// fillBench registers n new peers in namespace "bench" of st, each with a
+// signed record of its own, for an hour.
+func fillBench(b *testing.B, st store.Store, n int) {
+	b.Helper()
 	now := time.Now()
-	for i := range 100 {
+	for i := range n {
 		key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 		if err != nil {
 			b.Fatal(err)
@@ -84,19 +104,6 @@ func BenchmarkDiscover100(b *testing.B) {
 		reg := store.Registration{Namespace: "bench", Peer: id, Record: kept, Expires: now.Add(time.Hour)}
 		if _, err := st.Register(context.Background(), reg, store.Limits{}, now); err != nil {
 			b.Fatal(err)
-		}
-	}
-	client, _ := peer.Decode("12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf")
-	srv, err := server.New(testhost.New(b), st, server.WithAllowlist(server.Allowlist{Peers: []peer.ID{client}}))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	req := &pb.Message{Type: pb.Message_DISCOVER.Enum(), Discover: &pb.Message_Discover{Ns: proto.String("bench"), Limit: proto.Uint64(100)}}
-	for b.Loop() {
-		resp, status := srv.HandleRequest(context.Background(), server.Request{Message: req, Peer: client, Source: netip.MustParseAddr("192.0.2.1")})
-		if status != rendezvous.StatusOK || len(resp.GetDiscoverResponse().GetRegistrations()) != 100 {
-			b.Fatal(status, len(resp.GetDiscoverResponse().GetRegistrations()))
 		}
 	}
 }

@@ -2,25 +2,21 @@ package server_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
-	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rendezvous-p2p/rendezvous"
 	"github.com/rendezvous-p2p/rendezvous/internal/testhost"
 	"github.com/rendezvous-p2p/rendezvous/pb"
 	"github.com/rendezvous-p2p/rendezvous/server"
-	"github.com/rendezvous-p2p/rendezvous/store"
 	"github.com/rendezvous-p2p/rendezvous/store/memory"
 )
 
@@ -33,26 +29,7 @@ import (
 //	go test -run '^$' -bench DiscoverStreams -count 6 ./server
 func BenchmarkDiscoverStreams(b *testing.B) {
 	st := memory.New()
-	now := time.Now()
-	for i := range 16 {
-		key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-		if err != nil {
-			b.Fatal(err)
-		}
-		id, _ := peer.IDFromPrivateKey(key)
-		rec, err := rendezvous.SealPeerRecord(key, []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/192.0.2.%d/tcp/4001", i))}, 1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, kept, err := rendezvous.VerifyRegistrationRecord(rec, id, server.DefaultResources().MaxRecordSize)
-		if err != nil {
-			b.Fatal(err)
-		}
-		reg := store.Registration{Namespace: "bench", Peer: id, Record: kept, Expires: now.Add(time.Hour)}
-		if _, err := st.Register(context.Background(), reg, store.Limits{}, now); err != nil {
-			b.Fatal(err)
-		}
-	}
+	fillBench(b, st, 16)
 	req, err := proto.Marshal(&pb.Message{Type: pb.Message_DISCOVER.Enum(), Discover: &pb.Message_Discover{Ns: proto.String("bench"), Limit: proto.Uint64(100)}})
 	if err != nil {
 		b.Fatal(err)
