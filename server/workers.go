@@ -22,7 +22,8 @@ type streamWorkers struct {
 	streams chan network.Stream
 	// running counts the workers, idle or busy; under Server.mu.
 	running int
-	// handedOff counts the streams served by a worker.
+	// handedOff counts the streams served by a worker, each counted
+	// before it is served.
 	handedOff atomic.Int64
 	// exited is called when a worker exits (tests).
 	exited func()
@@ -35,7 +36,6 @@ type streamWorkers struct {
 func (s *Server) handleStream(str network.Stream) {
 	select {
 	case s.workers.streams <- str:
-		s.workers.handedOff.Add(1)
 		return
 	default:
 	}
@@ -74,6 +74,7 @@ func (s *Server) streamWorker() {
 	for {
 		select {
 		case str := <-s.workers.streams:
+			s.workers.handedOff.Add(1)
 			s.serveStream(str)
 			idle.Reset(s.rc.StreamWorkerIdle)
 		case <-idle.C:
