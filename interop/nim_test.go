@@ -870,7 +870,21 @@ func TestNimPoint17ExitsOnEmptyNamespace(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the 1.7 point is still up")
 	}
-	if _, err := h.NewStream(ctx, info.ID, rendezvous.ProtocolID); err == nil {
-		t.Fatal("the exited point still opens streams")
+	// The exited point answers no stream: opening one fails or, when this
+	// host has not yet seen the connection drop (go-libp2p negotiates the
+	// protocol lazily, so NewStream can return before any round trip), the
+	// stream ends without a byte.
+	s, err := h.NewStream(ctx, info.ID, rendezvous.ProtocolID)
+	if err != nil {
+		return
+	}
+	defer s.Reset()
+	_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+	// A DISCOVER that a running point answers.
+	live := nimMarshal(t, &pb.Message{Type: pb.Message_DISCOVER.Enum(), Discover: &pb.Message_Discover{Ns: proto.String("ns"), Limit: proto.Uint64(10)}})
+	_, _ = s.Write(append(binary.AppendUvarint(nil, uint64(len(live))), live...))
+	var timeout interface{ Timeout() bool }
+	if n, err := s.Read(make([]byte, 1)); n > 0 || err == nil || (errors.As(err, &timeout) && timeout.Timeout()) {
+		t.Fatalf("the exited point's stream read %d bytes (%v), want it closed or reset", n, err)
 	}
 }
