@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
 	"google.golang.org/protobuf/proto"
 
@@ -22,9 +21,9 @@ import (
 
 // BenchmarkDiscoverStreams is a DISCOVER answered with a page of 16
 // registrations over a real connection (TCP on loopback, TLS, yamux), one
-// stream a request as clients do, from 16 goroutines: with stream workers
-// (the default) and without. Client and point share the process, so ns/op
-// is the CPU of both.
+// stream a request as clients do, from 8 goroutines a core: with stream
+// workers (the default) and without. Client and point share the process,
+// so ns/op is the CPU of both.
 //
 //	go test -run '^$' -bench DiscoverStreams -count 6 ./server
 func BenchmarkDiscoverStreams(b *testing.B) {
@@ -63,9 +62,7 @@ func BenchmarkDiscoverStreams(b *testing.B) {
 
 // discoverOnce sends req, a DISCOVER, on a new stream to the point, closes
 // the stream for writing and reads the answer, which must be a page.
-func discoverOnce(client interface {
-	NewStream(context.Context, peer.ID, ...protocol.ID) (network.Stream, error)
-}, point peer.ID, req []byte) error {
+func discoverOnce(client host.Host, point peer.ID, req []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := client.NewStream(ctx, point, rendezvous.ProtocolID)
