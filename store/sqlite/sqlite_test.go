@@ -397,6 +397,26 @@ func BenchmarkRefresh(b *testing.B) {
 	})
 }
 
+// BenchmarkRefreshSync refreshes one live registration at a time, so each
+// is a commit of its own, under synchronous FULL (the commit synced to disk
+// before Register returns) and NORMAL (synced later): the difference is
+// what a sync costs on this machine.
+func BenchmarkRefreshSync(b *testing.B) {
+	ctx := context.Background()
+	for _, mode := range []string{"FULL", "NORMAL"} {
+		b.Run("sync="+strings.ToLower(mode), func(b *testing.B) {
+			s := open(b, fresh(b, 1000), sqlite.WithSweepInterval(0), sqlite.WithSynchronous(mode))
+			defer s.Close()
+			r := store.Registration{Namespace: benchNS(0), Peer: "refresh-sync", Record: make([]byte, 200), Expires: epoch.Add(time.Hour)}
+			for b.Loop() {
+				if _, err := s.Register(ctx, r, store.Limits{MaxRegistrationsPerPeer: 1000, MaxRegistrations: 10_000_000}, epoch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkDiscover100 discovers a page of 100 in one namespace from a
 // random cookie position.
 func BenchmarkDiscover100(b *testing.B) {
@@ -629,7 +649,7 @@ func TestMigratesVersion1(t *testing.T) {
 }
 
 // openMigrated opens the database at path beside the store, closed by the
-// test's end, and checks that its schema is the current version, 3.
+// test's end, and checks that its schema is the current version, 4.
 func openMigrated(t *testing.T, path string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite", path)
@@ -638,8 +658,8 @@ func openMigrated(t *testing.T, path string) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	var v int
-	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 3 {
-		t.Fatalf("user_version %d, %v; want 3", v, err)
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 4 {
+		t.Fatalf("user_version %d, %v; want 4", v, err)
 	}
 	return db
 }
@@ -761,5 +781,126 @@ func TestMmapSize(t *testing.T) {
 		if err != nil || got != c.want {
 			t.Errorf("mmap_size %d, %v; want %d", got, err, c.want)
 		}
+	}
+}
+
+// TestUnsyncedSequenceSurvivesPowerLoss plays a power loss under
+// synchronous NORMAL, where a commit is seen before it is on disk: the files
+// are put back as they were after the first registration, after two more
+// were discovered. The sequence resumes past every number a DISCOVER saw, so
+// the cookie taken then still reaches the registrations made after the loss.
+func TestUnsyncedSequenceSurvivesPowerLoss(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rz.db")
+	s := open(t, path, sqlite.WithSynchronous("NORMAL"))
+	if _, err := s.Register(ctx, reg("ns", pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	// What is on disk at the loss: the files as they are now.
+	saved := map[string][]byte{}
+	for _, name := range []string{"rz.db", "rz.db-wal"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved[name] = b
+	}
+	for i := 2; i <= 3; i++ {
+		if _, err := s.Register(ctx, reg("ns", pid(i), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen, err := s.Discover(ctx, nil, "ns", 0, 10, epoch)
+	if err != nil || len(seen) != 3 {
+		t.Fatalf("discovered %v, %v; want 3", seen, err)
+	}
+	cookie := seen[2].Seq
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, name := range []string{"rz.db-shm", "rz.db-wal"} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	for name, b := range saved {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s = open(t, path, sqlite.WithSynchronous("NORMAL"))
+	defer s.Close()
+	if got, err := s.Discover(ctx, nil, "ns", 0, 10, epoch); err != nil || len(got) != 1 || got[0].Peer != pid(1) {
+		t.Fatalf("after the loss: %v, %v; want only the first registration", got, err)
+	}
+	seq, err := s.Register(ctx, reg("ns", pid(4), epoch.Add(time.Hour)), store.Limits{}, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq <= cookie {
+		t.Fatalf("a registration after the loss got seq %d, not past %d, which a DISCOVER saw before it", seq, cookie)
+	}
+	got, err := s.Discover(ctx, nil, "ns", cookie, 10, epoch)
+	if err != nil || len(got) != 1 || got[0].Peer != pid(4) {
+		t.Fatalf("discovering from the cookie taken before the loss: %v, %v; want the new registration", got, err)
+	}
+}
+
+// TestUnsyncedSequenceStaysUnderItsLimit registers past several
+// reservations under synchronous NORMAL: every sequence number handed out is
+// under the limit on file, and a reopened store resumes at that limit. Under
+// FULL, where every commit is synced, no limit is kept.
+func TestUnsyncedSequenceStaysUnderItsLimit(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rz.db")
+	s := open(t, path, sqlite.WithSynchronous("NORMAL"), sqlite.WithSeqReserve(4))
+	var wg sync.WaitGroup
+	var seqs seqSet
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 10 {
+				seq, err := s.Register(ctx, reg("ns", pid(w*100+i%5), epoch.Add(time.Hour)), store.Limits{}, epoch)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seqs.add(t, seq)
+				limit, err := sqlite.SeqLimit(s)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if int64(seq) > limit {
+					t.Errorf("seq %d handed out past the limit %d on file", seq, limit)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if seqs.len() != 40 {
+		t.Fatalf("%d sequence numbers, want 40", seqs.len())
+	}
+	limit, err := sqlite.SeqLimit(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = open(t, path, sqlite.WithSynchronous("NORMAL"), sqlite.WithSeqReserve(4))
+	seq, err := s.Register(ctx, reg("ns", pid(1000), epoch.Add(time.Hour)), store.Limits{}, epoch)
+	s.Close()
+	if err != nil || int64(seq) != limit+1 {
+		t.Fatalf("after reopening: seq %d, %v; want %d, past the limit", seq, err, limit+1)
+	}
+
+	full := open(t, filepath.Join(t.TempDir(), "rz.db"))
+	defer full.Close()
+	if _, err := full.Register(ctx, reg("ns", pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	if limit, err := sqlite.SeqLimit(full); err != nil || limit != 0 {
+		t.Fatalf("limit under FULL %d, %v; want none (0)", limit, err)
 	}
 }

@@ -39,7 +39,19 @@ type op struct {
 // meta mirrors the meta row within a write transaction.
 type meta struct {
 	seq, total, namespaces int64
+	// seqLimit bounds the sequence numbers a commit that is not synced may
+	// assign (see reserve).
+	seqLimit int64
 }
+
+// defaultSeqReserve is how far reserve moves the sequence limit past the
+// sequence: a synced commit per that many REGISTERs, and as many numbers
+// skipped at each Open.
+const defaultSeqReserve = 1 << 20
+
+// errUnreserved is returned by register, in a store whose commits are not
+// synced, for a sequence number past the reserved limit.
+var errUnreserved = errors.New("sequence number past the reserved limit")
 
 // writer owns the write connection and its prepared statements. Only the
 // writer goroutine uses it.
@@ -47,6 +59,14 @@ type writer struct {
 	conn  *sql.Conn
 	meta  meta
 	stmts []*sql.Stmt
+	// synced is whether every commit is synced to disk before it is seen
+	// (synchronous FULL or EXTRA); without it, sequence numbers are
+	// reserved (see reserve).
+	synced bool
+	// syncMode is the connection's PRAGMA synchronous, restored by reserve.
+	syncMode string
+	// seqReserve is how far reserve moves the limit.
+	seqReserve int64
 
 	getKey, peerAll, srcAll, nsExists                 *sql.Stmt
 	insert, replace, refresh, refreshFrom, remove     *sql.Stmt
@@ -54,8 +74,8 @@ type writer struct {
 	begin, commit                                     *sql.Stmt
 }
 
-func newWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
-	w := &writer{conn: conn}
+func newWriter(ctx context.Context, conn *sql.Conn, syncMode string, seqReserve int64) (*writer, error) {
+	w := &writer{conn: conn, syncMode: syncMode, synced: syncMode != "NORMAL", seqReserve: seqReserve}
 	var err error
 	prep := func(q string) *sql.Stmt {
 		if err != nil {
@@ -90,7 +110,7 @@ func newWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
 	w.nsDecr = prep(`UPDATE namespaces SET n = n - ? WHERE ns = ? RETURNING n`)
 	w.nsDelete = prep(`DELETE FROM namespaces WHERE ns = ?`)
 	w.putMeta = prep(`UPDATE meta SET seq = ?, total = ?, namespaces = ? WHERE id = 1`)
-	w.getMeta = prep(`SELECT seq, total, namespaces FROM meta WHERE id = 1`)
+	w.getMeta = prep(`SELECT seq, total, namespaces, seq_limit FROM meta WHERE id = 1`)
 	w.begin = prep(`BEGIN IMMEDIATE`)
 	w.commit = prep(`COMMIT`)
 	if err == nil {
@@ -104,7 +124,45 @@ func newWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
 }
 
 func (w *writer) load() error {
-	return w.getMeta.QueryRow().Scan(&w.meta.seq, &w.meta.total, &w.meta.namespaces)
+	return w.getMeta.QueryRow().Scan(&w.meta.seq, &w.meta.total, &w.meta.namespaces, &w.meta.seqLimit)
+}
+
+// reserve moves the sequence limit w.seqReserve past the sequence, in a
+// transaction synced to disk before it is seen.
+//
+// A commit that is not synced (synchronous NORMAL) is seen by readers, and
+// its sequence numbers by DISCOVERs and their cookies, before it is on disk;
+// a power loss may then take it back, and a sequence resumed from what is on
+// disk would number new registrations below cookies already handed out,
+// which would pass over them. Such commits assign numbers only up to a limit
+// that is on disk first, and Open resumes the sequence at that limit.
+func (w *writer) reserve() (err error) {
+	ctx := context.Background()
+	if _, err := w.conn.ExecContext(ctx, "PRAGMA synchronous = FULL"); err != nil {
+		return err
+	}
+	defer func() {
+		if _, e := w.conn.ExecContext(ctx, "PRAGMA synchronous = "+w.syncMode); e != nil && err == nil {
+			err = e
+		}
+	}()
+	if _, err := w.begin.Exec(); err != nil {
+		return err
+	}
+	if err := w.load(); err != nil {
+		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+		return err
+	}
+	limit := int64(math.MaxInt64)
+	if w.meta.seq < math.MaxInt64-w.seqReserve {
+		limit = w.meta.seq + w.seqReserve
+	}
+	if _, err := w.conn.ExecContext(ctx, `UPDATE meta SET seq_limit = ? WHERE id = 1`, limit); err != nil {
+		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+		return err
+	}
+	_, err = w.commit.Exec()
+	return err
 }
 
 func (w *writer) close() {
@@ -121,29 +179,52 @@ func (e errLimit) Unwrap() error { return e.error }
 
 // run applies batch in one transaction and answers every op in it.
 func (w *writer) run(batch []*op) {
-	ctx := context.Background()
-	var saved meta
-	fail := func(err error) {
-		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+	err := w.try(batch)
+	if errors.Is(err, errUnreserved) {
+		// Rolled back: reserve more sequence numbers and apply the batch
+		// again, from the start.
 		for _, o := range batch {
+			o.err, o.seq, o.deleted = nil, 0, 0
+		}
+		if err = w.reserve(); err == nil {
+			err = w.try(batch)
+		}
+	}
+	for _, o := range batch {
+		if err != nil {
 			if o.err == nil {
 				o.err = wrapErr(err)
 			}
 			o.seq = 0
-			close(o.done)
 		}
+		close(o.done)
 	}
+}
+
+// try applies batch in one transaction. When it returns an error the
+// transaction is rolled back, and the results set in batch are void.
+func (w *writer) try(batch []*op) error {
 	if _, err := w.begin.Exec(); err != nil {
-		fail(err)
-		return
+		return err
 	}
+	err := w.applyAll(batch)
+	if err == nil {
+		_, err = w.commit.Exec()
+	}
+	if err != nil {
+		_, _ = w.conn.ExecContext(context.Background(), "ROLLBACK")
+	}
+	return err
+}
+
+// applyAll applies batch within the transaction.
+func (w *writer) applyAll(batch []*op) error {
 	// Another process may have written to the file since the last batch:
 	// read the counters inside the write lock.
 	if err := w.load(); err != nil {
-		fail(err)
-		return
+		return err
 	}
-	saved = w.meta
+	saved := w.meta
 	for _, o := range batch {
 		if err := o.ctx.Err(); err != nil {
 			o.err = err // abandoned before it started: do nothing
@@ -156,23 +237,15 @@ func (w *writer) run(batch []*op) {
 		case errors.As(err, &lim):
 			o.err = lim.error
 		default:
-			fail(err)
-			return
+			return err
 		}
 	}
 	if w.meta != saved {
 		if _, err := w.putMeta.Exec(w.meta.seq, w.meta.total, w.meta.namespaces); err != nil {
-			fail(err)
-			return
+			return err
 		}
 	}
-	if _, err := w.commit.Exec(); err != nil {
-		fail(err)
-		return
-	}
-	for _, o := range batch {
-		close(o.done)
-	}
+	return nil
 }
 
 func (w *writer) apply(o *op) error {
@@ -196,6 +269,9 @@ func (w *writer) register(o *op) error {
 	p := []byte(r.Peer)
 	if w.meta.seq == math.MaxInt64 {
 		return errors.New("sequence exhausted")
+	}
+	if !w.synced && w.meta.seq >= w.meta.seqLimit {
+		return errUnreserved
 	}
 	src, srcAddr, srcNet := srccol.Columns(r.Source)
 	// A refresh of a live registration, most REGISTERs, is one statement
