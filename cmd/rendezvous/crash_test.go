@@ -78,8 +78,16 @@ func crashNS(i int) string { return fmt.Sprintf("crash-%03d", i) }
 // several peers, restarts it on the same data directory, and checks that
 // every REGISTER answered OK before the kill is served, and that a cookie
 // handed out before the crash continues, after it, with exactly the
-// registrations acknowledged after the cookie.
+// registrations acknowledged after the cookie. It does so with each
+// --embedded-sync: under normal, commits reach the disk later, but a crash
+// of the process alone loses none of them.
 func TestCrashKeepsAcknowledgedRegistrations(t *testing.T) {
+	for _, mode := range []string{"full", "normal"} {
+		t.Run(mode, func(t *testing.T) { testCrashKeepsAcknowledged(t, mode) })
+	}
+}
+
+func testCrashKeepsAcknowledged(t *testing.T, syncMode string) {
 	const (
 		hosts          = 8   // client peers
 		workersPerHost = 4   // REGISTERs each peer has in flight
@@ -92,7 +100,7 @@ func TestCrashKeepsAcknowledgedRegistrations(t *testing.T) {
 	dataDir := t.TempDir()
 	// Every client is on 127.0.0.1: trusting loopback lifts the per-source
 	// quotas and rates, which would hold a storm from one address.
-	args := []string{"--data-dir", dataDir, "--listen", "/ip4/127.0.0.1/tcp/0", "--allow-prefix", "127.0.0.0/8"}
+	args := []string{"--data-dir", dataDir, "--listen", "/ip4/127.0.0.1/tcp/0", "--allow-prefix", "127.0.0.0/8", "--embedded-sync", syncMode}
 	d := startServe(t, args...)
 	point, err := peer.AddrInfoFromP2pAddr(d.addrs[0])
 	if err != nil {

@@ -50,6 +50,10 @@ const DefaultDataDir = "rendezvous-data"
 // of the embedded store's database file read through a memory map.
 const DefaultEmbeddedMmapSize = 0
 
+// DefaultEmbeddedSync is the default of --embedded-sync: every commit of the
+// embedded store is on disk before its REGISTERs are answered.
+const DefaultEmbeddedSync = "full"
+
 // serveConfig is what serve is told on its command line.
 type serveConfig struct {
 	config      string
@@ -59,6 +63,7 @@ type serveConfig struct {
 	dataDir     string
 	store       string
 	mmapSize    int64
+	syncMode    string
 	memoryLimit int64
 	benchEcho   bool
 	metricsAddr string
@@ -85,6 +90,7 @@ func (c *serveConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.identity, "identity", "", "private key file, created (mode 0600) when missing (default DATA-DIR/identity.key)")
 	fs.StringVar(&c.store, "store", "embedded", "where registrations are kept: embedded (in DATA-DIR), memory, or a postgres:// URL")
 	fs.Int64Var(&c.mmapSize, "embedded-mmap-size", DefaultEmbeddedMmapSize, "bytes of the embedded store's database file read through a memory map, which count in the resident memory up to the whole file (0: none; pages are then read into SQLite's page cache of "+fmt.Sprint(sqlite.DefaultCacheKiB>>10)+" MiB per connection)")
+	fs.StringVar(&c.syncMode, "embedded-sync", DefaultEmbeddedSync, "when the embedded store's commits reach the disk: full (each before its REGISTERs are answered: nothing answered is lost, even on power loss) or normal (later, when the log is checkpointed: a crash of serve loses nothing, a power loss may lose the last REGISTERs answered; cookies stay exact either way)")
 	fs.Int64Var(&c.memoryLimit, "memory-limit", 0, "soft limit in bytes on the Go runtime's memory (debug.SetMemoryLimit; the garbage collector runs more often near it; 0: off, or GOMEMLIMIT's)")
 	fs.BoolVar(&c.benchEcho, "bench-echo", false, "also serve the echo protocol of 'rendezvous bench --workload echo'")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "HTTP address serving /metrics, /healthz and /readyz (off if empty)")
@@ -263,7 +269,7 @@ func startPoint(cfg serveConfig, log *slog.Logger) (_ *point, err error) {
 		}
 	}()
 
-	st, err := openStore(context.Background(), cfg.store, cfg.dataDir, cfg.mmapSize)
+	st, err := openStore(context.Background(), cfg.store, cfg.dataDir, embeddedConfig{mmapSize: cfg.mmapSize, syncMode: cfg.syncMode})
 	if err != nil {
 		return nil, err
 	}

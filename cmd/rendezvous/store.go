@@ -11,15 +11,20 @@ import (
 	"github.com/rendezvous-p2p/rendezvous/store/memory"
 )
 
+// embeddedConfig is how serve opens the embedded store.
+type embeddedConfig struct {
+	mmapSize int64  // --embedded-mmap-size
+	syncMode string // --embedded-sync: full or normal
+}
+
 // openStore opens the store that --store names: "embedded" (a database in
-// dataDir, mapping up to mmapSize bytes of its file), "memory", or a
-// postgres:// URL.
-func openStore(ctx context.Context, spec, dataDir string, mmapSize int64) (store.Store, error) {
+// dataDir, opened as emb says), "memory", or a postgres:// URL.
+func openStore(ctx context.Context, spec, dataDir string, emb embeddedConfig) (store.Store, error) {
 	switch {
 	case spec == "memory":
 		return memory.New(), nil
 	case spec == "embedded":
-		return openEmbedded(filepath.Join(dataDir, "registrations.db"), mmapSize)
+		return openEmbedded(filepath.Join(dataDir, "registrations.db"), emb)
 	case strings.HasPrefix(spec, "postgres://"), strings.HasPrefix(spec, "postgresql://"):
 		return openPostgres(ctx, spec)
 	default:
