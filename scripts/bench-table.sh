@@ -13,7 +13,8 @@
 # (the largest row so far: 1, 16, 64).
 # Usage: scripts/bench-table.sh [seconds per run, default 5]
 #   env: ROUNDS (default 3), CONNS (default "1 16 64"), STORES (default
-#   "memory embedded"), BIN (a rendezvous binary; default: built here)
+#   "memory embedded"), BIN (a rendezvous binary; default: built here),
+#   SERVE_ARGS (more flags for serve, such as "--embedded-sync normal")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
@@ -28,8 +29,9 @@ bin=${BIN:-$work/rendezvous}
 echo "| store | conns | register ops/s | discover ops/s | echo ops/s | register/echo | discover/echo |"
 echo "|---|---|---|---|---|---|---|"
 for st in $stores; do
+  # shellcheck disable=SC2086 # SERVE_ARGS is a list of flags
   "$bin" serve --store "$st" --data-dir "$work/data-$st" --listen /ip4/127.0.0.1/tcp/0 --bench-echo \
-    --log-level warn >"$work/addr-$st" 2>"$work/log-$st" &
+    --log-level warn ${SERVE_ARGS:-} >"$work/addr-$st" 2>"$work/log-$st" &
   pid=$!
   for _ in $(seq 100); do [ -s "$work/addr-$st" ] && break; sleep 0.1; done
   point=$(head -1 "$work/addr-$st")
