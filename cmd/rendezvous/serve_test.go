@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/rendezvous-p2p/rendezvous/client"
+	"github.com/rendezvous-p2p/rendezvous/store"
 )
 
 var (
@@ -178,5 +181,44 @@ func TestSetMemoryLimit(t *testing.T) {
 	}
 	if err := setMemoryLimit(-1); err == nil {
 		t.Error("--memory-limit -1 accepted")
+	}
+}
+
+// TestEmbeddedSyncSetting: --embedded-sync opens the embedded store in the
+// mode named, in either case, and refuses any other. Under normal, and only
+// then, the first REGISTER reserves sequence numbers in the file.
+func TestEmbeddedSyncSetting(t *testing.T) {
+	ctx := context.Background()
+	for mode, reserves := range map[string]bool{"full": false, "normal": true, "NORMAL": true} {
+		dir := t.TempDir()
+		st, err := openStore(ctx, "embedded", dir, embeddedConfig{syncMode: mode})
+		if err != nil {
+			t.Fatalf("--embedded-sync %s: %v", mode, err)
+		}
+		r := store.Registration{Namespace: "ns", Peer: "p", Record: []byte("r"), Expires: time.Now().Add(time.Hour)}
+		if _, err := st.Register(ctx, r, store.Limits{}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err := sql.Open("sqlite", filepath.Join(dir, "registrations.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var limit int64
+		err = db.QueryRow(`SELECT seq_limit FROM meta`).Scan(&limit)
+		db.Close()
+		if err != nil || (limit > 0) != reserves {
+			t.Errorf("--embedded-sync %s: sequence limit %d (%v), want one reserved: %v", mode, limit, err, reserves)
+		}
+	}
+	for _, mode := range []string{"", "off", "extra"} {
+		if st, err := openStore(context.Background(), "embedded", t.TempDir(), embeddedConfig{syncMode: mode}); err == nil {
+			st.Close()
+			t.Errorf("--embedded-sync %q accepted", mode)
+		} else if !strings.Contains(err.Error(), "want full or normal") {
+			t.Errorf("--embedded-sync %q: %v, want an error naming the values", mode, err)
+		}
 	}
 }
