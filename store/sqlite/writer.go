@@ -146,23 +146,17 @@ func (w *writer) reserve() (err error) {
 			err = e
 		}
 	}()
-	if _, err := w.begin.Exec(); err != nil {
+	return w.inTx(func() error {
+		if err := w.load(); err != nil {
+			return err
+		}
+		limit := int64(math.MaxInt64)
+		if w.meta.seq < math.MaxInt64-w.seqReserve {
+			limit = w.meta.seq + w.seqReserve
+		}
+		_, err := w.conn.ExecContext(ctx, `UPDATE meta SET seq_limit = ? WHERE id = 1`, limit)
 		return err
-	}
-	if err := w.load(); err != nil {
-		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
-		return err
-	}
-	limit := int64(math.MaxInt64)
-	if w.meta.seq < math.MaxInt64-w.seqReserve {
-		limit = w.meta.seq + w.seqReserve
-	}
-	if _, err := w.conn.ExecContext(ctx, `UPDATE meta SET seq_limit = ? WHERE id = 1`, limit); err != nil {
-		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
-		return err
-	}
-	_, err = w.commit.Exec()
-	return err
+	})
 }
 
 func (w *writer) close() {
@@ -204,10 +198,16 @@ func (w *writer) run(batch []*op) {
 // try applies batch in one transaction. When it returns an error the
 // transaction is rolled back, and the results set in batch are void.
 func (w *writer) try(batch []*op) error {
+	return w.inTx(func() error { return w.applyAll(batch) })
+}
+
+// inTx runs f in a write transaction, committed if f returns nil and rolled
+// back otherwise.
+func (w *writer) inTx(f func() error) error {
 	if _, err := w.begin.Exec(); err != nil {
 		return err
 	}
-	err := w.applyAll(batch)
+	err := f()
 	if err == nil {
 		_, err = w.commit.Exec()
 	}
