@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"database/sql"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +18,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/rendezvous-p2p/rendezvous/client"
-	"github.com/rendezvous-p2p/rendezvous/store"
+	"github.com/rendezvous-p2p/rendezvous/store/sqlite"
 )
 
 var (
@@ -185,32 +184,18 @@ func TestSetMemoryLimit(t *testing.T) {
 }
 
 // TestEmbeddedSyncSetting: --embedded-sync opens the embedded store in the
-// mode named, in either case, and refuses any other. Under normal, and only
-// then, the first REGISTER reserves sequence numbers in the file.
+// mode named, in either case, and refuses any other.
 func TestEmbeddedSyncSetting(t *testing.T) {
 	ctx := context.Background()
-	for mode, reserves := range map[string]bool{"full": false, "normal": true, "NORMAL": true} {
-		dir := t.TempDir()
-		st, err := openStore(ctx, "embedded", dir, embeddedConfig{syncMode: mode})
+	for mode, want := range map[string]string{"full": "FULL", "normal": "NORMAL", "NORMAL": "NORMAL"} {
+		st, err := openStore(ctx, "embedded", t.TempDir(), embeddedConfig{syncMode: mode})
 		if err != nil {
 			t.Fatalf("--embedded-sync %s: %v", mode, err)
 		}
-		r := store.Registration{Namespace: "ns", Peer: "p", Record: []byte("r"), Expires: time.Now().Add(time.Hour)}
-		if _, err := st.Register(ctx, r, store.Limits{}, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Close(); err != nil {
-			t.Fatal(err)
-		}
-		db, err := sql.Open("sqlite", filepath.Join(dir, "registrations.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var limit int64
-		err = db.QueryRow(`SELECT seq_limit FROM meta`).Scan(&limit)
-		db.Close()
-		if err != nil || (limit > 0) != reserves {
-			t.Errorf("--embedded-sync %s: sequence limit %d (%v), want one reserved: %v", mode, limit, err, reserves)
+		got := st.(*sqlite.Store).SyncMode()
+		st.Close()
+		if got != want {
+			t.Errorf("--embedded-sync %s: store opened under %s, want %s", mode, got, want)
 		}
 	}
 	for _, mode := range []string{"", "off", "extra"} {

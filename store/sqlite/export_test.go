@@ -20,3 +20,11 @@ func MmapSize(s *Store) (int64, error) {
 	err := s.db.QueryRow("PRAGMA mmap_size").Scan(&n)
 	return n, err
 }
+
+// SetFdatasync replaces the writer's sync of the log, fdatasync(2) of its
+// descriptor, until restore is called.
+func SetFdatasync(f func(fd int) error) (restore func()) {
+	prev := fdatasync
+	fdatasync = f
+	return func() { fdatasync = prev }
+}

@@ -4,20 +4,31 @@
 // # Durability
 //
 // The database runs in WAL mode with synchronous=FULL by default: every
-// commit fsyncs the write-ahead log, so a registration whose Register has
-// returned survives a crash of the process (SIGKILL) and also a crash of the
-// machine or a power loss. synchronous=NORMAL survives a process crash too
-// (the WAL frames are in the operating system's cache once written) but may
-// lose the last commits on power loss; WithSynchronous("NORMAL") chooses it.
-// The cost of FULL, one fsync per commit, is shared between concurrent
-// writers by group commit (below); BenchmarkRefreshSync measures it.
+// commit's frames of the write-ahead log are synced to disk before its
+// writes are answered, so a registration whose Register has returned
+// survives a crash of the process (SIGKILL) and also a crash of the machine
+// or a power loss. synchronous=NORMAL survives a process crash too (the WAL
+// frames are in the operating system's cache once written) but may lose the
+// last commits on power loss; WithSynchronous("NORMAL") chooses it. The
+// cost of FULL, one sync per commit, is shared between concurrent writers by
+// group commit (below); BenchmarkRefreshSync measures it.
 //
-// Under NORMAL, readers see a commit before it is on disk, so a DISCOVER may
-// hand out a cookie past sequence numbers that a power loss then takes back.
-// Such commits therefore number registrations only up to a limit kept in the
-// meta row and raised, a million at a time, by a commit that is synced
-// before it is seen; Open resumes the sequence at that limit. The sequence
-// then never goes back, and cookies stay exact, in either mode.
+// Under FULL on Linux, the writer goroutine syncs the log itself: it commits
+// under NORMAL, then calls fdatasync on the log and answers after it
+// (WithWriterSync; walsync.go). What is on disk when a write is answered is
+// what SQLite's own FULL puts there. The difference is in when readers see
+// a commit: SQLite's FULL syncs before the commit is seen, the writer's sync
+// just after. The writer's sync keeps the writer running through it, where
+// SQLite's, an ordinary system call, let the writer queue behind the rest of
+// the point for a processor each time it returned (BENCHMARKS.md).
+//
+// Whenever readers see a commit before it is on disk (NORMAL, or FULL
+// synced by the writer), a DISCOVER may hand out a cookie past sequence
+// numbers that a power loss then takes back. Such commits therefore number
+// registrations only up to a limit kept in the meta row and raised, a
+// million at a time, by a commit that is synced before it is seen; Open
+// resumes the sequence at that limit. The sequence then never goes back,
+// and cookies stay exact, in every mode.
 //
 // # Writes
 //
@@ -108,6 +119,7 @@ type Option func(*config)
 
 type config struct {
 	synchronous   string
+	writerSync    bool
 	busyTimeout   time.Duration
 	readers       int
 	maxBatch      int
@@ -130,6 +142,7 @@ const DefaultCacheKiB = 16 << 10
 func defaults() config {
 	return config{
 		synchronous:   "FULL",
+		writerSync:    true,
 		busyTimeout:   5 * time.Second,
 		readers:       4,
 		maxBatch:      256,
@@ -147,6 +160,15 @@ func defaults() config {
 func WithSynchronous(mode string) Option {
 	return func(c *config) { c.synchronous = strings.ToUpper(mode) }
 }
+
+// WithWriterSync chooses who syncs the write-ahead log under synchronous
+// FULL: the writer goroutine, after each commit and before it answers the
+// commit's writes (true, the default), or SQLite, within each commit
+// (false). Either way a write is answered only once it is on disk. With the
+// writer's sync, readers may see a commit up to one sync before it is on
+// disk, so the sequence is reserved as under NORMAL (see Durability) and
+// cookies stay exact. It is on Linux only; elsewhere SQLite syncs.
+func WithWriterSync(on bool) Option { return func(c *config) { c.writerSync = on } }
 
 // WithBusyTimeout sets how long a statement waits for a lock held by another
 // process using the same file (PRAGMA busy_timeout); default 5s.
@@ -186,11 +208,15 @@ func WithSweepBatch(n int) Option { return func(c *config) { c.sweepBatch = n } 
 // Store is a store.Store kept in a SQLite database file.
 type Store struct {
 	cfg  config
-	db   *sql.DB
-	w    *writer
-	ops  chan *op
-	quit chan struct{}
-	wg   sync.WaitGroup
+	path string
+	// connSync is PRAGMA synchronous of the connections: NORMAL when the
+	// writer syncs the log itself.
+	connSync string
+	db       *sql.DB
+	w        *writer
+	ops      chan *op
+	quit     chan struct{}
+	wg       sync.WaitGroup
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -225,10 +251,14 @@ func Open(path string, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("sqlite: %w", err)
 		}
 	}
+	connSync := cfg.synchronous
+	if cfg.writerSync && writerSyncSupported && cfg.synchronous == "FULL" {
+		connSync = "NORMAL"
+	}
 	q := url.Values{}
 	q.Set("_busy_timeout", fmt.Sprint(cfg.busyTimeout.Milliseconds()))
 	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", cfg.synchronous)
+	q.Set("_synchronous", connSync)
 	// Reads go through a memory map rather than a read system call per
 	// page, and each connection caches more pages than the 2 MiB default.
 	q["_pragma"] = []string{fmt.Sprintf("mmap_size(%d)", cfg.mmapSize), fmt.Sprintf("cache_size(%d)", -cfg.cacheKiB)}
@@ -240,7 +270,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	db.SetMaxIdleConns(cfg.readers + 1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	s := &Store{cfg: cfg, db: db, ops: make(chan *op), quit: make(chan struct{})}
+	s := &Store{cfg: cfg, path: path, connSync: connSync, db: db, ops: make(chan *op), quit: make(chan struct{})}
 	if err := s.init(); err != nil {
 		if s.w != nil {
 			s.w.close()
@@ -282,9 +312,16 @@ func (s *Store) init() error {
 		_ = conn.Close()
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	s.w, err = newWriter(ctx, conn, s.cfg.synchronous, s.cfg.seqReserve)
+	s.w, err = newWriter(ctx, conn, s.connSync, s.cfg.seqReserve)
 	if err != nil {
 		return err
+	}
+	if s.connSync != s.cfg.synchronous {
+		// The writer connection has the log open by now (it has read the
+		// database in WAL mode).
+		if s.w.wal, err = openWALSync(s.path + "-wal"); err != nil {
+			return fmt.Errorf("sqlite: %w", err)
+		}
 	}
 	prep := func(q string) *sql.Stmt {
 		if err != nil {
@@ -537,6 +574,15 @@ func (s *Store) Close() error {
 	})
 	return err
 }
+
+// SyncMode is the synchronous mode the store was opened with: "FULL",
+// "EXTRA" or "NORMAL". Under FULL and EXTRA every write is on disk before
+// it is answered; WriterSync tells who syncs it.
+func (s *Store) SyncMode() string { return s.cfg.synchronous }
+
+// WriterSync reports whether the writer goroutine syncs the write-ahead log
+// after each commit (see WithWriterSync), rather than SQLite within it.
+func (s *Store) WriterSync() bool { return s.w.wal != nil }
 
 func (s *Store) wrap(err error) error {
 	if s.closed.Load() {

@@ -54,12 +54,22 @@ func reg(ns string, p peer.ID, exp time.Time) store.Registration {
 }
 
 // TestReopenKeepsEverything closes and reopens the file: the registrations
-// are all there and the sequence continues from a cookie taken before, with
-// neither repeats nor gaps, even when the last registration was removed.
+// are all there and the sequence continues from a cookie taken before,
+// without repeats, even when the last registration was removed. Where every
+// commit is synced before it is seen (SQLite syncs) it continues without a
+// gap; where the writer syncs after the commit, past the numbers reserved.
 func TestReopenKeepsEverything(t *testing.T) {
+	for _, writerSync := range []bool{true, false} {
+		t.Run(fmt.Sprintf("writer-sync=%v", writerSync), func(t *testing.T) {
+			testReopenKeepsEverything(t, sqlite.WithWriterSync(writerSync))
+		})
+	}
+}
+
+func testReopenKeepsEverything(t *testing.T, opts ...sqlite.Option) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "rz.db")
-	s := open(t, path)
+	s := open(t, path, opts...)
 	var last uint64
 	for i := range 50 {
 		seq, err := s.Register(ctx, reg(fmt.Sprintf("ns%d", i%3), pid(i), epoch.Add(time.Hour)), store.Limits{}, epoch)
@@ -77,6 +87,14 @@ func TestReopenKeepsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	cookie := before[len(before)-1].Seq
+	want := last + 1
+	if s.WriterSync() {
+		limit, err := sqlite.SeqLimit(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = uint64(limit) + 1
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +102,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 		t.Fatal("Register after Close succeeded")
 	}
 
-	s = open(t, path)
+	s = open(t, path, opts...)
 	defer s.Close()
 	after, err := s.Discover(ctx, nil, "", 0, 100, epoch)
 	if err != nil {
@@ -104,8 +122,8 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if seq != last+1 {
-		t.Fatalf("first seq after reopening %d, want %d", seq, last+1)
+	if seq <= last || seq != want {
+		t.Fatalf("first seq after reopening %d, want %d (the last before: %d)", seq, want, last)
 	}
 	regs, err := s.Discover(ctx, nil, "", cookie, 100, epoch)
 	if err != nil {
@@ -399,13 +417,16 @@ func BenchmarkRefresh(b *testing.B) {
 
 // BenchmarkRefreshSync refreshes one live registration at a time, so each
 // is a commit of its own, under synchronous FULL (the commit synced to disk
-// before Register returns) and NORMAL (synced later): the difference is
-// what a sync costs on this machine.
+// before Register returns; by the writer, and by SQLite) and NORMAL (synced
+// later): the difference is what a sync costs on this machine.
 func BenchmarkRefreshSync(b *testing.B) {
 	ctx := context.Background()
-	for _, mode := range []string{"FULL", "NORMAL"} {
-		b.Run("sync="+strings.ToLower(mode), func(b *testing.B) {
-			s := open(b, fresh(b, 1000), sqlite.WithSweepInterval(0), sqlite.WithSynchronous(mode))
+	for _, c := range []struct {
+		name, mode string
+		writerSync bool
+	}{{"full", "FULL", true}, {"full-sqlite", "FULL", false}, {"normal", "NORMAL", true}} {
+		b.Run("sync="+c.name, func(b *testing.B) {
+			s := open(b, fresh(b, 1000), sqlite.WithSweepInterval(0), sqlite.WithSynchronous(c.mode), sqlite.WithWriterSync(c.writerSync))
 			defer s.Close()
 			r := store.Registration{Namespace: benchNS(0), Peer: "refresh-sync", Record: make([]byte, 200), Expires: epoch.Add(time.Hour)}
 			for b.Loop() {
@@ -851,7 +872,8 @@ func TestUnsyncedSequenceSurvivesPowerLoss(t *testing.T) {
 // TestUnsyncedSequenceStaysUnderItsLimit registers past several
 // reservations under synchronous NORMAL: every sequence number handed out is
 // under the limit on file, and a reopened store resumes at that limit. Under
-// FULL, where every commit is synced, no limit is kept.
+// FULL a limit is kept when the writer syncs the log after each commit, and
+// none when SQLite syncs it before the commit is seen.
 func TestUnsyncedSequenceStaysUnderItsLimit(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "rz.db")
@@ -895,12 +917,24 @@ func TestUnsyncedSequenceStaysUnderItsLimit(t *testing.T) {
 		t.Fatalf("after reopening: seq %d, %v; want %d, past the limit", seq, err, limit+1)
 	}
 
-	full := open(t, filepath.Join(t.TempDir(), "rz.db"))
-	defer full.Close()
-	if _, err := full.Register(ctx, reg("ns", pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
-		t.Fatal(err)
-	}
-	if limit, err := sqlite.SeqLimit(full); err != nil || limit != 0 {
-		t.Fatalf("limit under FULL %d, %v; want none (0)", limit, err)
+	// FULL synced by the writer: commits are seen just before their sync,
+	// so a limit is kept. FULL synced by SQLite: none.
+	for _, c := range []struct {
+		writerSync, reserves bool
+	}{{true, true}, {false, false}} {
+		full := open(t, filepath.Join(t.TempDir(), "rz.db"), sqlite.WithWriterSync(c.writerSync))
+		if _, err := full.Register(ctx, reg("ns", pid(1), epoch.Add(time.Hour)), store.Limits{}, epoch); err != nil {
+			t.Fatal(err)
+		}
+		limit, err := sqlite.SeqLimit(full)
+		ws := full.WriterSync()
+		full.Close()
+		if ws != c.writerSync && c.writerSync {
+			t.Logf("FULL: the writer does not sync the log on this platform")
+			continue
+		}
+		if err != nil || (limit != 0) != c.reserves {
+			t.Errorf("FULL, writer sync %v: limit %d, %v; want one kept: %v", c.writerSync, limit, err, c.reserves)
+		}
 	}
 }

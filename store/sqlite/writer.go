@@ -60,8 +60,9 @@ type writer struct {
 	meta  meta
 	stmts []*sql.Stmt
 	// synced is whether every commit is synced to disk before it is seen
-	// (synchronous FULL or EXTRA); without it, sequence numbers are
-	// reserved (see reserve).
+	// (the connection's synchronous is FULL or EXTRA); without it,
+	// sequence numbers are reserved (see reserve), also when the writer
+	// syncs the log after each commit (wal).
 	synced bool
 	// syncMode is the connection's PRAGMA synchronous, restored by reserve.
 	syncMode string
@@ -72,6 +73,9 @@ type writer struct {
 	insert, replace, refresh, refreshFrom, remove     *sql.Stmt
 	sweep, nsIncr, nsDecr, nsDelete, putMeta, getMeta *sql.Stmt
 	begin, commit                                     *sql.Stmt
+	// wal, if not nil, is synced after each commit, which the connection
+	// makes under synchronous NORMAL (see walSync).
+	wal *walSync
 }
 
 func newWriter(ctx context.Context, conn *sql.Conn, syncMode string, seqReserve int64) (*writer, error) {
@@ -130,7 +134,8 @@ func (w *writer) load() error {
 // reserve moves the sequence limit w.seqReserve past the sequence, in a
 // transaction synced to disk before it is seen.
 //
-// A commit that is not synced (synchronous NORMAL) is seen by readers, and
+// A commit that is not synced first (synchronous NORMAL, or FULL synced by
+// the writer after the commit) is seen by readers, and
 // its sequence numbers by DISCOVERs and their cookies, before it is on disk;
 // a power loss may then take it back, and a sequence resumed from what is on
 // disk would number new registrations below cookies already handed out,
@@ -164,6 +169,9 @@ func (w *writer) close() {
 		_ = st.Close()
 	}
 	_ = w.conn.Close()
+	if w.wal != nil {
+		_ = w.wal.close()
+	}
 }
 
 // errLimit marks the errors of a request that leave the transaction usable.
@@ -209,11 +217,19 @@ func (w *writer) inTx(f func() error) error {
 	}
 	err := f()
 	if err == nil {
-		_, err = w.commit.Exec()
+		if _, err = w.commit.Exec(); err != nil {
+			_, _ = w.conn.ExecContext(context.Background(), "ROLLBACK")
+			return err
+		}
+		if w.wal != nil {
+			// Committed, and seen by readers (the sequence reservation
+			// keeps cookies exact), but not answered until on disk. A
+			// failed sync fails the batch: none of it is acknowledged.
+			return w.wal.sync()
+		}
+		return nil
 	}
-	if err != nil {
-		_, _ = w.conn.ExecContext(context.Background(), "ROLLBACK")
-	}
+	_, _ = w.conn.ExecContext(context.Background(), "ROLLBACK")
 	return err
 }
 
