@@ -170,6 +170,20 @@ func WithSynchronous(mode string) Option {
 // cookies stay exact. It is on Linux only; elsewhere SQLite syncs.
 func WithWriterSync(on bool) Option { return func(c *config) { c.writerSync = on } }
 
+// writerSyncs reports whether the writer syncs the log after each commit.
+func (c config) writerSyncs() bool {
+	return c.writerSync && writerSyncSupported && c.synchronous == "FULL"
+}
+
+// connSync is PRAGMA synchronous of the connections: NORMAL when the writer
+// syncs the log itself.
+func (c config) connSync() string {
+	if c.writerSyncs() {
+		return "NORMAL"
+	}
+	return c.synchronous
+}
+
 // WithBusyTimeout sets how long a statement waits for a lock held by another
 // process using the same file (PRAGMA busy_timeout); default 5s.
 func WithBusyTimeout(d time.Duration) Option { return func(c *config) { c.busyTimeout = d } }
@@ -208,15 +222,11 @@ func WithSweepBatch(n int) Option { return func(c *config) { c.sweepBatch = n } 
 // Store is a store.Store kept in a SQLite database file.
 type Store struct {
 	cfg  config
-	path string
-	// connSync is PRAGMA synchronous of the connections: NORMAL when the
-	// writer syncs the log itself.
-	connSync string
-	db       *sql.DB
-	w        *writer
-	ops      chan *op
-	quit     chan struct{}
-	wg       sync.WaitGroup
+	db   *sql.DB
+	w    *writer
+	ops  chan *op
+	quit chan struct{}
+	wg   sync.WaitGroup
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -251,14 +261,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("sqlite: %w", err)
 		}
 	}
-	connSync := cfg.synchronous
-	if cfg.writerSync && writerSyncSupported && cfg.synchronous == "FULL" {
-		connSync = "NORMAL"
-	}
 	q := url.Values{}
 	q.Set("_busy_timeout", fmt.Sprint(cfg.busyTimeout.Milliseconds()))
 	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", connSync)
+	q.Set("_synchronous", cfg.connSync())
 	// Reads go through a memory map rather than a read system call per
 	// page, and each connection caches more pages than the 2 MiB default.
 	q["_pragma"] = []string{fmt.Sprintf("mmap_size(%d)", cfg.mmapSize), fmt.Sprintf("cache_size(%d)", -cfg.cacheKiB)}
@@ -270,8 +276,8 @@ func Open(path string, opts ...Option) (*Store, error) {
 	db.SetMaxIdleConns(cfg.readers + 1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	s := &Store{cfg: cfg, path: path, connSync: connSync, db: db, ops: make(chan *op), quit: make(chan struct{})}
-	if err := s.init(); err != nil {
+	s := &Store{cfg: cfg, db: db, ops: make(chan *op), quit: make(chan struct{})}
+	if err := s.init(path); err != nil {
 		if s.w != nil {
 			s.w.close()
 		}
@@ -287,7 +293,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) init() error {
+func (s *Store) init(path string) error {
 	ctx := context.Background()
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -312,14 +318,14 @@ func (s *Store) init() error {
 		_ = conn.Close()
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	s.w, err = newWriter(ctx, conn, s.connSync, s.cfg.seqReserve)
+	s.w, err = newWriter(ctx, conn, s.cfg.connSync(), s.cfg.seqReserve)
 	if err != nil {
 		return err
 	}
-	if s.connSync != s.cfg.synchronous {
+	if s.cfg.writerSyncs() {
 		// The writer connection has the log open by now (it has read the
 		// database in WAL mode).
-		if s.w.wal, err = openWALSync(s.path + "-wal"); err != nil {
+		if s.w.wal, err = openWALSync(path + "-wal"); err != nil {
 			return fmt.Errorf("sqlite: %w", err)
 		}
 	}

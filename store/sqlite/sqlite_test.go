@@ -929,7 +929,7 @@ func TestUnsyncedSequenceStaysUnderItsLimit(t *testing.T) {
 		limit, err := sqlite.SeqLimit(full)
 		ws := full.WriterSync()
 		full.Close()
-		if ws != c.writerSync && c.writerSync {
+		if c.writerSync && !ws {
 			t.Logf("FULL: the writer does not sync the log on this platform")
 			continue
 		}

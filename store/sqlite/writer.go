@@ -217,20 +217,19 @@ func (w *writer) inTx(f func() error) error {
 	}
 	err := f()
 	if err == nil {
-		if _, err = w.commit.Exec(); err != nil {
-			_, _ = w.conn.ExecContext(context.Background(), "ROLLBACK")
-			return err
-		}
-		if w.wal != nil {
-			// Committed, and seen by readers (the sequence reservation
-			// keeps cookies exact), but not answered until on disk. A
-			// failed sync fails the batch: none of it is acknowledged.
-			return w.wal.sync()
-		}
-		return nil
+		_, err = w.commit.Exec()
 	}
-	_, _ = w.conn.ExecContext(context.Background(), "ROLLBACK")
-	return err
+	if err != nil {
+		_, _ = w.conn.ExecContext(context.Background(), "ROLLBACK")
+		return err
+	}
+	if w.wal != nil {
+		// Committed, and seen by readers (the sequence reservation keeps
+		// cookies exact), but not answered until on disk. A failed sync
+		// fails the batch: none of it is acknowledged.
+		return w.wal.sync()
+	}
+	return nil
 }
 
 // applyAll applies batch within the transaction.
